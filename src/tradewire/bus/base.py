@@ -1,0 +1,135 @@
+"""The bus contract: an envelope format and the small protocol every backend implements.
+
+Delivery is at-least-once. A backend stores messages in ``partitions`` partitions (partition =
+stable hash of ``account_id:symbol``); ``tradewire.bus.consumer.Consumer`` runs the shared
+policy on top of any backend: per-key order, retries in place with growing delays, and the
+dead-letter queue ``ws-events.dlq`` written atomically with the ack of the original.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from tradewire.errors import PermanentError
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """Stable partition of a key (``account_id:symbol``); the same in every process and version."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One exchange event as published by the streams layer."""
+
+    event_id: str  # stable, derived from exchange ids: duplicates share it
+    account_id: int
+    user_id: int
+    symbol: str  # "" when the event has no symbol
+    received_ms: int
+    event: dict[str, Any]  # the raw exchange payload, verbatim
+    synthetic: bool = False  # made by reconciliation, not received on the socket
+    replay_of: str | None = None  # DLQ id when replayed by an operator
+
+    @property
+    def key(self) -> str:
+        """Ordering key: events of one key are processed strictly in order."""
+        return f"{self.account_id}:{self.symbol}"
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> Envelope:
+        """Parse a message body; anything malformed raises ``PermanentError``."""
+        try:
+            data = json.loads(body)
+            env = cls(
+                event_id=str(data["event_id"]),
+                account_id=int(data["account_id"]),
+                user_id=int(data["user_id"]),
+                symbol=str(data.get("symbol") or ""),
+                received_ms=int(data["received_ms"]),
+                event=dict(data["event"]),
+                synthetic=bool(data.get("synthetic", False)),
+                replay_of=data.get("replay_of"),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PermanentError(f"malformed envelope: {exc!r}") from exc
+        if not env.event_id:
+            raise PermanentError("malformed envelope: empty event_id")
+        return env
+
+
+@dataclass
+class Message:
+    """One delivery of a stored message."""
+
+    id: str  # backend id (Redis stream id, embedded sequence number, ...)
+    partition: int
+    body: bytes
+    deliveries: int = 1  # how many times the backend has handed this message out
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An entry of ``ws-events.dlq``: the original message and why it failed."""
+
+    id: str
+    original_id: str
+    partition: int
+    body: bytes
+    attempts: int
+    error: str
+    error_type: str
+    first_failed_ms: int
+    last_failed_ms: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["body"] = self.body.decode(errors="replace")
+        return out
+
+
+class Bus(Protocol):
+    """What a backend provides. All methods are safe to call from one event loop."""
+
+    partitions: int
+
+    async def publish(self, envelope: Envelope) -> str:
+        """Store the envelope in its partition; returns the message id. Durable when it returns."""
+        ...
+
+    async def publish_raw(self, partition: int, body: bytes) -> str:
+        """Store an arbitrary body (operators' replay, tests of malformed input)."""
+        ...
+
+    async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Message]:
+        """Hand out up to ``count`` never-delivered messages to ``consumer``; waits up to
+        ``block_ms`` when there are none. Fetched messages stay pending until acked."""
+        ...
+
+    async def ack(self, message: Message) -> None: ...
+
+    async def dead_letter(self, message: Message, letter: DeadLetter) -> None:
+        """Write ``letter`` to the DLQ and ack ``message``, atomically."""
+        ...
+
+    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Message]:
+        """Take over messages pending longer than ``min_idle_ms`` with another consumer
+        (one that died without acking)."""
+        ...
+
+    async def pending(self) -> int:
+        """Messages delivered but not yet acked, over all partitions."""
+        ...
+
+    async def dlq_size(self) -> int: ...
+
+    async def dlq_list(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    async def close(self) -> None: ...

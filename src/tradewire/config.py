@@ -1,0 +1,120 @@
+"""Settings from the environment (prefix ``TRADEWIRE_``) or a ``.env`` file.
+
+The defaults are the one-machine deployment: a SQLite file and a generated master key under
+``./data/``, the embedded bus, in-process locks and the built-in exchange simulator. The
+distributed deployment changes only these values (see README "Distributed run").
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SIMULATOR = "sim"
+"""``exchange_url`` value meaning: start the built-in simulator and trade against it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TRADEWIRE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Path("data")
+    database_url: str = ""  # default: sqlite file under data_dir
+    bus_url: str = "embedded"  # or redis://host:port/db
+    lock_url: str = "memory"  # or redis://host:port/db
+    exchange_url: str = SIMULATOR  # or http(s)://host:port of a Binance USD-M compatible REST API
+    exchange_ws_url: str = ""  # default: derived from exchange_url (http→ws)
+    sim_host: str = "127.0.0.1"
+    sim_port: int = 8090
+    master_key: str = ""  # base64 32 bytes; default: generated into data_dir/master.key
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "INFO"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    operator_token: str = ""  # bearer token for operator endpoints; empty: generated into data_dir
+    bus_partitions: int = Field(default=16, ge=1, le=1024)
+    retry_delays_s: tuple[float, ...] = (1.0, 2.0, 3.0)
+    max_attempts: int = Field(default=3, ge=1)
+    redelivery_idle_s: float = 15.0
+    alert_webhook_url: str = ""  # operators' Discord webhook for DLQ alerts
+    keepalive_interval_s: float = 30 * 60
+    notifier_poll_s: float = 0.5
+    worker_name: str = Field(default_factory=lambda: f"worker-{os.getpid()}")
+
+    @field_validator("retry_delays_s", mode="before")
+    @classmethod
+    def _parse_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(float(part) for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'tradewire.db').as_posix()}"
+
+    @property
+    def uses_simulator(self) -> bool:
+        return self.exchange_url == SIMULATOR
+
+    @property
+    def rest_base_url(self) -> str:
+        if self.uses_simulator:
+            return f"http://{self.sim_host}:{self.sim_port}"
+        return self.exchange_url.rstrip("/")
+
+    @property
+    def ws_base_url(self) -> str:
+        if self.exchange_ws_url:
+            return self.exchange_ws_url.rstrip("/")
+        base = self.rest_base_url
+        return "ws" + base[4:] if base.startswith("http") else base
+
+
+def _read_or_create(path: Path, make: bytes, what: str) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(make.decode() + "\n")
+    path.chmod(0o600)
+    logging.getLogger("tradewire.config").warning(
+        "generated a new %s into %s; keep it safe and set it explicitly in production", what, path
+    )
+    return make.decode()
+
+
+def master_key_bytes(settings: Settings) -> bytes:
+    """The 32-byte master key for secret encryption: from settings, or generated on first run."""
+    text = settings.master_key or _read_or_create(
+        settings.data_dir / "master.key", base64.urlsafe_b64encode(os.urandom(32)), "master key"
+    )
+    try:
+        key = base64.urlsafe_b64decode(text)
+    except ValueError as exc:  # binascii.Error is a ValueError
+        from tradewire.errors import ConfigError
+
+        raise ConfigError("TRADEWIRE_MASTER_KEY is not valid base64") from exc
+    if len(key) != 32:
+        from tradewire.errors import ConfigError
+
+        raise ConfigError("TRADEWIRE_MASTER_KEY must decode to 32 bytes")
+    return key
+
+
+def operator_token(settings: Settings) -> str:
+    """Bearer token for operator endpoints: from settings, or generated on first run."""
+    if settings.operator_token:
+        return settings.operator_token
+    return _read_or_create(
+        settings.data_dir / "operator.token",
+        base64.urlsafe_b64encode(os.urandom(24)).rstrip(b"="),
+        "operator token",
+    )
