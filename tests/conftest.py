@@ -1,0 +1,73 @@
+"""Shared test fixtures.
+
+Tests that need a real service take one of the ``postgres_url``, ``redis_url`` or
+``rabbitmq_url`` fixtures: the test is skipped when the service is absent locally and fails
+when ``CI=true`` (CI must run every test).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip (locally) or fail (in CI) when a service is not reachable."""
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable at {host}:{port}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: services must be up)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    require_service("Redis", "127.0.0.1", 6379)
+    return REDIS_URL
+
+
+@pytest.fixture
+def rabbitmq_url() -> str:
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    return AMQP_URL
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    require_service("PostgreSQL", PG_HOST, 5432)
+    import asyncpg
+
+    name = f"tw_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(host=PG_HOST, user="postgres", database="postgres")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield f"postgresql+asyncpg://postgres@{PG_HOST}:5432/{name}"
+    finally:
+        admin = await asyncpg.connect(host=PG_HOST, user="postgres", database="postgres")
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
