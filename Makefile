@@ -1,0 +1,42 @@
+# One command set for people, hooks and CI.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit bench bench-pipeline demo clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## run: the whole service in one process on embedded defaults, with the built-in simulator and a demo
+run: $(STAMP)
+	$(BIN)/tradewire run --demo
+
+## demo: the demo scenario to completion; last line is a JSON summary
+demo: $(STAMP)
+	$(BIN)/tradewire demo
+
+## lint: ruff and mypy (strict) on the package
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+## test: lint, then the whole suite (services: PostgreSQL, Redis; skipped locally when absent, required in CI)
+test: lint
+	$(BIN)/pytest
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+## bench: every benchmark; each prints one JSON object on its last line
+bench: bench-pipeline
+
+bench-pipeline: $(STAMP)
+	$(BIN)/python bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
