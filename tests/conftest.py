@@ -7,6 +7,7 @@ when ``CI=true`` (CI must run every test).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -51,9 +52,9 @@ def rabbitmq_url() -> str:
     return AMQP_URL
 
 
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+@contextlib.asynccontextmanager
+async def fresh_postgres_database() -> AsyncIterator[str]:
+    """Create an empty PostgreSQL database; yields its SQLAlchemy URL; drops it afterwards."""
     require_service("PostgreSQL", PG_HOST, 5432)
     import asyncpg
 
@@ -71,3 +72,10 @@ async def postgres_url() -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    async with fresh_postgres_database() as url:
+        yield url

@@ -1,0 +1,146 @@
+"""In-process bus for the one-machine deployment, with the semantics of Redis Streams.
+
+Each partition is a FIFO of never-delivered messages. ``fetch`` moves messages into one pending
+set (the PEL of a single consumer group) that records owner, delivery time and delivery count;
+``ack`` and ``dead_letter`` remove them; ``reclaim`` takes over entries idle for longer than a
+threshold and bumps their delivery count, like XAUTOCLAIM. Acknowledged messages are forgotten at
+once, so there is nothing to trim. Nothing survives a restart: the one-machine deployment relies
+on reconciliation with the exchange after a restart (architecture decision 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from tradewire.bus.base import DeadLetter, Envelope, Message, partition_for
+from tradewire.names import DEFAULT_PARTITIONS
+
+
+@dataclass
+class _Pending:
+    message: Message
+    consumer: str
+    delivered_at: float  # event-loop time (monotonic seconds)
+
+
+class EmbeddedBus:
+    """``Bus`` on asyncio data structures; one instance is shared by every role of the process."""
+
+    def __init__(self, partitions: int = DEFAULT_PARTITIONS) -> None:
+        if partitions < 1:
+            raise ValueError("partitions must be >= 1")
+        self.partitions = partitions
+        self._queues: list[deque[Message]] = [deque() for _ in range(partitions)]
+        self._pending: dict[str, _Pending] = {}
+        self._dlq: list[DeadLetter] = []
+        self._ids = itertools.count(1)
+        self._dlq_ids = itertools.count(1)
+        self._next_partition = 0  # round-robin start of the next fetch, for fairness
+        self._published = asyncio.Event()
+
+    async def publish(self, envelope: Envelope) -> str:
+        partition = partition_for(envelope.key, self.partitions)
+        return await self.publish_raw(partition, envelope.encode())
+
+    async def publish_raw(self, partition: int, body: bytes) -> str:
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"partition {partition} out of range 0..{self.partitions - 1}")
+        message = Message(id=f"{next(self._ids)}-0", partition=partition, body=body)
+        self._queues[partition].append(message)
+        self._published.set()
+        return message.id
+
+    async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Message]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(block_ms, 0) / 1000
+        while True:
+            taken = self._take(consumer, count)
+            remaining = deadline - loop.time()
+            if taken or remaining <= 0:
+                return taken
+            self._published.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._published.wait()
+            except TimeoutError:
+                return self._take(consumer, count)
+
+    def _take(self, consumer: str, count: int) -> list[Message]:
+        """Hand out up to ``count`` undelivered messages, visiting partitions round-robin."""
+        taken: list[Message] = []
+        now = asyncio.get_running_loop().time()
+        start = self._next_partition
+        self._next_partition = (start + 1) % self.partitions
+        while len(taken) < count:
+            progressed = False
+            for offset in range(self.partitions):
+                queue = self._queues[(start + offset) % self.partitions]
+                if queue and len(taken) < count:
+                    message = queue.popleft()
+                    self._pending[message.id] = _Pending(message, consumer, now)
+                    taken.append(dataclasses.replace(message, deliveries=1))
+                    progressed = True
+            if not progressed:
+                break
+        return taken
+
+    async def ack(self, message: Message) -> None:
+        self._pending.pop(message.id, None)
+
+    async def dead_letter(self, message: Message, letter: DeadLetter) -> None:
+        """Append to the DLQ and ack in one step (no await in between: atomic in the loop)."""
+        self._dlq.append(dataclasses.replace(letter, id=f"{next(self._dlq_ids)}-0"))
+        self._pending.pop(message.id, None)
+
+    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Message]:
+        now = asyncio.get_running_loop().time()
+        claimed: list[Message] = []
+        for entry in self._oldest_first(self._pending.values()):
+            if len(claimed) >= count:
+                break
+            if (now - entry.delivered_at) * 1000 >= min_idle_ms:
+                entry.consumer = consumer
+                entry.delivered_at = now
+                entry.message = dataclasses.replace(
+                    entry.message, deliveries=entry.message.deliveries + 1
+                )
+                claimed.append(dataclasses.replace(entry.message))
+        return claimed
+
+    async def touch(self, consumer: str, messages: Iterable[Message]) -> None:
+        """Reset the idle time of messages still being worked on (XCLAIM JUSTID semantics:
+        the delivery count is unchanged), so that ``reclaim`` does not take them away."""
+        now = asyncio.get_running_loop().time()
+        for message in messages:
+            entry = self._pending.get(message.id)
+            if entry is not None:
+                entry.consumer = consumer
+                entry.delivered_at = now
+
+    @staticmethod
+    def _oldest_first(entries: Iterable[_Pending]) -> list[_Pending]:
+        def order(entry: _Pending) -> tuple[int, int]:
+            return entry.message.partition, int(entry.message.id.split("-")[0])
+
+        return sorted(entries, key=order)
+
+    async def pending(self) -> int:
+        return len(self._pending)
+
+    async def undelivered(self) -> int:
+        """Messages stored but never handed out (consumer lag)."""
+        return sum(len(queue) for queue in self._queues)
+
+    async def dlq_size(self) -> int:
+        return len(self._dlq)
+
+    async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
+        return list(self._dlq[:limit])
+
+    async def close(self) -> None:
+        self._published.set()  # wake blocked fetchers so they return promptly

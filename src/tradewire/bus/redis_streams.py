@@ -1,0 +1,281 @@
+"""Bus on Redis Streams (Redis >= 7.0): one stream per partition, one consumer group.
+
+* Streams ``ws-events.<p>`` and the group ``workers`` are created (MKSTREAM, id ``0``) by
+  ``setup()``, which every method runs once lazily; call it eagerly to fail fast at startup.
+* ``fetch`` is one XREADGROUP ``>`` over every partition stream. Redis applies COUNT per
+  stream, so ``fetch`` asks for ``ceil(count / partitions)`` per stream and may return up to
+  ``partitions - 1`` messages more than ``count``.
+* ``dead_letter`` runs one Lua script: XADD to ``ws-events.dlq`` then XACK of the original. A
+  script is atomic like MULTI/EXEC, and in addition an error in the XADD (e.g. a wrong key type)
+  aborts it before the XACK, so a message is never acked without its DLQ entry (MULTI/EXEC would
+  still run the XACK after a failed XADD).
+* ``reclaim`` iterates XAUTOCLAIM cursors per partition (kept between calls, so a large PEL is
+  scanned in pieces, not from ``0-0`` each time). Redis 7 drops entries whose ids were trimmed.
+* ``trim`` uses MINID bounded by the oldest pending and the last-delivered id of every group:
+  it never removes pending or undelivered entries (plain MAXLEN would, silently).
+
+``redis`` is imported when the bus is constructed, not when this module is imported; constructing
+the bus opens no connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from tradewire import names
+from tradewire.bus.base import DeadLetter, Envelope, Message, partition_for
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.typing import StreamIdT
+
+_BODY = b"body"
+
+# KEYS: partition stream, DLQ stream. ARGV: group, message id, then the DLQ entry's fields.
+_DEAD_LETTER_LUA = """
+local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return id
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _int(fields: dict[bytes, bytes], name: str) -> int:
+    try:
+        return int(fields.get(name.encode(), b"0"))
+    except ValueError:
+        return 0
+
+
+def _letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
+    extra = json.loads(fields.get(b"extra", b"{}") or b"{}")
+    return DeadLetter(
+        id=_text(entry_id),
+        original_id=_text(fields.get(b"original_id", b"")),
+        partition=_int(fields, "partition"),
+        body=fields.get(_BODY, b""),
+        attempts=_int(fields, "attempts"),
+        error=_text(fields.get(b"error", b"")),
+        error_type=_text(fields.get(b"error_type", b"")),
+        first_failed_ms=_int(fields, "first_failed_ms"),
+        last_failed_ms=_int(fields, "last_failed_ms"),
+        extra={str(k): str(v) for k, v in extra.items()} if isinstance(extra, dict) else {},
+    )
+
+
+def _letter_fields(letter: DeadLetter) -> list[str | bytes]:
+    fields: dict[str, str | bytes] = {
+        "original_id": letter.original_id,
+        "partition": str(letter.partition),
+        "body": letter.body,
+        "attempts": str(letter.attempts),
+        "error": letter.error,
+        "error_type": letter.error_type,
+        "first_failed_ms": str(letter.first_failed_ms),
+        "last_failed_ms": str(letter.last_failed_ms),
+        "extra": json.dumps(letter.extra, separators=(",", ":")),
+    }
+    return list(itertools.chain.from_iterable(fields.items()))
+
+
+class RedisStreamsBus:
+    """``Bus`` on Redis Streams; stream, DLQ and group names come from ``tradewire.names``."""
+
+    def __init__(
+        self, url: str, partitions: int = names.DEFAULT_PARTITIONS, *,
+        group: str = names.WORKER_GROUP,
+    ) -> None:
+        from redis.asyncio import Redis
+
+        if partitions < 1:
+            raise ValueError("partitions must be >= 1")
+        self.partitions = partitions
+        self.group = group
+        self._redis: Redis = Redis.from_url(url)
+        self._streams = [names.partition_name(p) for p in range(partitions)]
+        self._partition_of = {name.encode(): p for p, name in enumerate(self._streams)}
+        self._cursors = ["0-0"] * partitions
+        self._next_reclaim = 0
+        self._dead_letter = self._redis.register_script(_DEAD_LETTER_LUA)
+        self._ready = False
+        self._setup_lock = asyncio.Lock()
+
+    async def setup(self) -> None:
+        """Create every partition stream and the consumer group (idempotent)."""
+        from redis.exceptions import ResponseError
+
+        async with self._setup_lock:
+            if self._ready:
+                return
+            for stream in self._streams:
+                try:
+                    await self._redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+            self._ready = True
+
+    async def _ensure(self) -> None:
+        if not self._ready:
+            await self.setup()
+
+    async def publish(self, envelope: Envelope) -> str:
+        partition = partition_for(envelope.key, self.partitions)
+        return await self.publish_raw(partition, envelope.encode())
+
+    async def publish_raw(self, partition: int, body: bytes) -> str:
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"partition {partition} out of range 0..{self.partitions - 1}")
+        await self._ensure()
+        return _text(await self._redis.xadd(self._streams[partition], {_BODY: body}))
+
+    async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Message]:
+        from redis.exceptions import ResponseError
+
+        await self._ensure()
+        per_stream = max(1, -(-count // self.partitions))
+        try:
+            reply: Any = await self._redis.xreadgroup(  # RESP2: [[stream, entries], ...]
+                self.group, consumer, dict.fromkeys(self._streams, ">"),
+                count=per_stream, block=block_ms if block_ms > 0 else None,
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._ready = False  # a stream was deleted behind our back: recreate it
+            await self.setup()
+            return []
+        return [m for stream, entries in reply or [] for m in self._messages(stream, entries)]
+
+    def _messages(self, stream: bytes, entries: Iterable[Any]) -> list[Message]:
+        partition = self._partition_of[stream]
+        return [
+            Message(id=_text(entry_id), partition=partition, body=(fields or {}).get(_BODY, b""))
+            for entry_id, fields in entries
+        ]
+
+    async def ack(self, message: Message) -> None:
+        await self._redis.xack(self._streams[message.partition], self.group, message.id)
+
+    async def dead_letter(self, message: Message, letter: DeadLetter) -> None:
+        await self._ensure()
+        keys = [self._streams[message.partition], names.DLQ]
+        await self._dead_letter(keys=keys, args=[self.group, message.id, *_letter_fields(letter)])
+
+    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Message]:
+        await self._ensure()
+        claimed: list[Message] = []
+        start = self._next_reclaim
+        self._next_reclaim = (start + 1) % self.partitions
+        for offset in range(self.partitions):
+            if len(claimed) >= count:
+                break
+            partition = (start + offset) % self.partitions
+            claimed += await self._reclaim_partition(
+                partition, consumer, min_idle_ms, count - len(claimed)
+            )
+        await self._add_deliveries(consumer, claimed)
+        return claimed
+
+    async def _reclaim_partition(
+        self, partition: int, consumer: str, min_idle_ms: int, count: int
+    ) -> list[Message]:
+        stream = self._streams[partition]
+        out: list[Message] = []
+        while len(out) < count:
+            reply: list[Any] = await self._redis.xautoclaim(
+                stream, self.group, consumer, min_idle_ms, self._cursors[partition],
+                count=count - len(out),
+            )  # [next cursor, claimed entries, ids deleted from the PEL (trimmed entries)]
+            self._cursors[partition] = _text(reply[0])
+            out += self._messages(stream.encode(), reply[1])
+            if self._cursors[partition] == "0-0":
+                break
+        return out
+
+    async def _add_deliveries(self, consumer: str, messages: list[Message]) -> None:
+        """Fill ``Message.deliveries`` from the PEL's delivery counters."""
+        if not messages:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for m in messages:
+                pipe.xpending_range(
+                    self._streams[m.partition], self.group, m.id, m.id, 1, consumer
+                )
+            replies = await pipe.execute()
+        for message, rows in zip(messages, replies, strict=True):
+            if rows:
+                message.deliveries = int(rows[0]["times_delivered"])
+
+    async def touch(self, consumer: str, messages: Iterable[Message]) -> None:
+        """Reset the idle time of messages still being worked on (XCLAIM JUSTID: the delivery
+        count is unchanged), so that ``reclaim`` elsewhere does not take them away."""
+        by_partition: dict[int, list[StreamIdT]] = defaultdict(list)
+        for message in messages:
+            by_partition[message.partition].append(message.id)
+        if not by_partition:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for partition, ids in by_partition.items():
+                pipe.xclaim(self._streams[partition], self.group, consumer, 0, ids, justid=True)
+            await pipe.execute()
+
+    async def pending(self) -> int:
+        await self._ensure()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream in self._streams:
+                pipe.xpending(stream, self.group)
+            replies = await pipe.execute()
+        return sum(int(reply["pending"]) for reply in replies)
+
+    async def dlq_size(self) -> int:
+        return int(await self._redis.xlen(names.DLQ))
+
+    async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
+        entries: list[Any] = await self._redis.xrange(names.DLQ, count=limit) or []
+        return [_letter(entry_id, fields) for entry_id, fields in entries]
+
+    async def trim(self, retain_ms: int = 0) -> int:
+        """Remove acknowledged entries from every partition stream; returns how many.
+
+        The MINID threshold is the smallest of: the oldest pending id and the last-delivered id
+        of every group of the stream, and ``now - retain_ms`` when ``retain_ms`` > 0. Entries
+        at or above it (everything pending or never delivered) are kept.
+        """
+        await self._ensure()
+        removed = 0
+        for stream in self._streams:
+            threshold = await self._safe_min_id(stream, retain_ms)
+            if threshold is not None:
+                removed += int(await self._redis.xtrim(stream, minid=threshold, approximate=False))
+        return removed
+
+    async def _safe_min_id(self, stream: str, retain_ms: int) -> str | None:
+        groups = await self._redis.xinfo_groups(stream)
+        if not groups:
+            return None  # nobody consumes this stream: trimming could drop undelivered work
+        bounds = [_text(group["last-delivered-id"]) for group in groups]
+        for group in groups:
+            summary = await self._redis.xpending(stream, group["name"])
+            if summary["min"] is not None:
+                bounds.append(_text(summary["min"]))
+        if retain_ms > 0:
+            seconds, micros = await self._redis.time()
+            bounds.append(f"{seconds * 1000 + micros // 1000 - retain_ms}-0")
+        return min(bounds, key=_id_key)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,86 @@
+"""``tradewire`` command line: one subcommand per role, each its own composition root."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from tradewire import logging as twlog
+from tradewire.config import Settings
+
+Command = Callable[[argparse.Namespace, Settings, asyncio.Event], Coroutine[Any, Any, int]]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tradewire", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="every role in one process (+ the built-in simulator)")
+    run.add_argument("--demo", action="store_true", help="play the demo scenario once at start")
+    sub.add_parser("api", help="the HTTP API")
+    sub.add_parser("streams", help="the WS manager: user-data streams -> bus")
+    sub.add_parser("worker", help="the event processor: bus -> database, follow-ups, outbox")
+    sub.add_parser("notifier", help="sends the outbox to Discord webhooks")
+    sim = sub.add_parser("simulator", help="the exchange simulator on its own")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8090)
+    db = sub.add_parser("db", help="database maintenance")
+    db.add_argument("action", choices=["upgrade"])
+    sub.add_parser("demo", help="the demo scenario to completion; prints a JSON summary last")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    twlog.configure(settings.log_format, settings.log_level)
+    command = _commands()[args.command]
+    try:
+        return asyncio.run(_with_signals(command, args, settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _with_signals(command: Command, args: argparse.Namespace, settings: Settings) -> int:
+    """Run the command; the first SIGINT/SIGTERM asks it to stop gracefully (``stop`` is set),
+    a second one cancels it."""
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(command(args, settings, stop))
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            task.cancel()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return 130
+
+
+def _commands() -> dict[str, Command]:
+    from tradewire.cli import commands
+
+    return {
+        "run": commands.run, "api": commands.api, "streams": commands.streams,
+        "worker": commands.worker, "notifier": commands.notifier,
+        "simulator": commands.simulator, "db": commands.db, "demo": commands.demo,
+    }
+
+
+def print_json(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

@@ -1,0 +1,85 @@
+"""Role factories: each builds one role from a ``Runtime``. ``run`` wires them all in one
+process; ``api``/``streams``/``worker``/``notifier`` start one each."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Sequence
+
+from tradewire.api.app import create_app
+from tradewire.api.deps import ApiDeps
+from tradewire.bus.consumer import Consumer
+from tradewire.config import operator_token
+from tradewire.exchange.client import ExchangeClient
+from tradewire.logging import log
+from tradewire.notify.notifier import Notifier
+from tradewire.processor.worker import EventProcessor
+from tradewire.runtime import Runtime
+from tradewire.serving import BackgroundServer
+from tradewire.store import users
+from tradewire.streams.manager import StreamsManager
+from tradewire.streams.session import AccountRef
+from tradewire.trading.execute import Executor
+
+logger = logging.getLogger("tradewire")
+
+
+def api_server(rt: Runtime, host: str | None = None, port: int | None = None) -> BackgroundServer:
+    deps = ApiDeps(
+        sessions=rt.sessions, box=rt.box, executor=Executor(rt.sessions, rt.box, rt.pool),
+        bus=rt.bus, token=operator_token(rt.settings),
+    )
+    return BackgroundServer(
+        create_app(deps),
+        host or rt.settings.api_host,
+        rt.settings.api_port if port is None else port,
+    )
+
+
+def streams_manager(rt: Runtime, *, refresh_s: float = 2.0) -> StreamsManager:
+    async def accounts() -> Sequence[tuple[AccountRef, ExchangeClient]]:
+        async with rt.sessions() as session:
+            found = await users.active_accounts(session, rt.box)
+        pool = rt.pool
+        return [
+            (AccountRef(a.account_id, a.user_id), pool.get(a.account_id, a.api_key, a.api_secret))
+            for a in found
+        ]
+
+    return StreamsManager(
+        accounts, rt.bus.publish, rt.settings.ws_base_url, rt.clock,
+        refresh_s=refresh_s, keepalive_s=rt.settings.keepalive_interval_s,
+    )
+
+
+def worker(rt: Runtime) -> tuple[Consumer, EventProcessor]:
+    processor = EventProcessor(rt.sessions, rt.box, rt.pool, rt.locks)
+    return Consumer.from_settings(rt.bus, processor.handle, rt.settings), processor
+
+
+def notifier(rt: Runtime) -> Notifier:
+    return Notifier(rt.sessions, rt.http, rt.clock, poll_s=rt.settings.notifier_poll_s)
+
+
+async def until_stopped(stop: asyncio.Event, *jobs: Awaitable[None]) -> None:
+    """Run jobs until ``stop`` is set or one of them fails (then stop the rest)."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter and task.exception() is not None:
+                log(logger, logging.ERROR, "a role stopped with an error",
+                    error=repr(task.exception()))
+    finally:
+        stop.set()
+        waiter.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout=15)
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

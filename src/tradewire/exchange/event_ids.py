@@ -1,0 +1,126 @@
+"""Stable ids for exchange events, derived from the exchange's own ids.
+
+The same event delivered twice, seen on two overlapping sockets, or re-synthesised by REST
+reconciliation gets the same id; two different events never share one. Quantities are
+canonicalised (``"0.010"`` and ``"0.01"`` are the same amount), so a synthesised payload need not
+copy the exchange's string formatting. Every id starts with the account id, because the payloads
+themselves carry none.
+
+::
+
+    ORDER_TRADE_UPDATE  <acct>:otu:<s>:<i>:<x>:<X>:<t>:<z>     (+ :<q>:<p> on AMENDMENT)
+    ALGO_UPDATE         <acct>:algo:<s>:<aid>:<X>
+    TRADE_LITE          <acct>:tl:<s>:<t>
+    ACCOUNT_UPDATE      <acct>:acct:<T>:<m>:<sha256(a)[:16]>
+    listenKeyExpired    <acct>:lke:<listenKey>:<E>
+    anything else       <acct>:raw:<sha256(payload)>
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from tradewire.exchange.fields import Fields
+from tradewire.exchange.wire import event_type
+
+
+def canonical_json(value: object) -> str:
+    """Key-sorted, whitespace-free JSON: equal content gives equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def _amount(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    return "0" if text == "-0" else text
+
+
+def _order_trade_update(payload: Mapping[str, Any]) -> str:
+    o = Fields(payload, "ORDER_TRADE_UPDATE").obj("o")
+    execution = o.text("x")
+    parts = [
+        "otu", o.text("s"), str(o.integer("i")), execution, o.text("X"),
+        str(o.opt_integer("t")), _amount(o.decimal("z")),
+    ]
+    if execution == "AMENDMENT":  # several amendments share x/X/t/z; what changed tells them apart
+        parts += [_amount(o.decimal("q")), _amount(o.decimal_or_zero("p"))]
+    return ":".join(parts)
+
+
+def _algo_update(payload: Mapping[str, Any]) -> str:
+    o = Fields(payload, "ALGO_UPDATE").obj("o")
+    return f"algo:{o.text('s')}:{o.integer('aid')}:{o.text('X')}"
+
+
+def _trade_lite(payload: Mapping[str, Any]) -> str:
+    r = Fields(payload, "TRADE_LITE")
+    return f"tl:{r.text('s')}:{r.integer('t')}"
+
+
+def _account_update(payload: Mapping[str, Any]) -> str:
+    r = Fields(payload, "ACCOUNT_UPDATE")
+    body = r.obj("a")
+    when = r.opt_integer("T") or r.integer("E")
+    return f"acct:{when}:{body.text('m')}:{_digest(body.data)[:16]}"
+
+
+def _listen_key_expired(payload: Mapping[str, Any]) -> str:
+    r = Fields(payload, "listenKeyExpired")
+    return f"lke:{r.opt_text('listenKey')}:{r.integer('E')}"
+
+
+def _raw(payload: Mapping[str, Any]) -> str:
+    return f"raw:{_digest(payload)}"
+
+
+_BUILDERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "ORDER_TRADE_UPDATE": _order_trade_update,
+    "ALGO_UPDATE": _algo_update,
+    "TRADE_LITE": _trade_lite,
+    "ACCOUNT_UPDATE": _account_update,
+    "listenKeyExpired": _listen_key_expired,
+}
+
+
+def event_id(account_id: int, payload: object) -> str:
+    """The stable id of one user-stream event of one account.
+
+    Raises ``PermanentError`` when the payload is not an event or lacks the ids its type needs.
+    """
+    builder = _BUILDERS.get(event_type(payload), _raw)
+    assert isinstance(payload, Mapping)
+    return f"{account_id}:{builder(payload)}"
+
+
+def event_symbol(payload: object) -> str:
+    """The symbol an event concerns, or ``""`` when none (or several) can be named. Never raises."""
+    if not isinstance(payload, Mapping):
+        return ""
+    order = payload.get("o")
+    if isinstance(order, Mapping):
+        return _text(order.get("s"))
+    if "s" in payload:
+        return _text(payload.get("s"))
+    body = payload.get("a")
+    return _account_symbol(body) if isinstance(body, Mapping) else ""
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _account_symbol(body: Mapping[str, Any]) -> str:
+    """ACCOUNT_UPDATE: the one symbol of its positions, else the funding-fee symbol ``S``."""
+    positions = body.get("P")
+    rows = positions if isinstance(positions, list) else []
+    symbols = {_text(p.get("s")) for p in rows if isinstance(p, Mapping)}
+    if len(symbols) == 1:
+        return symbols.pop()
+    return _text(body.get("S")) if not symbols else ""

@@ -1,0 +1,69 @@
+"""listenKeys: one per account, valid for a fixed time, extended by POST/PUT (reference §3.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tradewire.simulator import errors as err
+from tradewire.simulator.model import random_token
+
+LISTEN_KEY_TTL_MS = 60 * 60 * 1000
+
+
+@dataclass
+class _Key:
+    value: str
+    api_key: str
+    expires_at: int
+
+
+class ListenKeys:
+    """The listenKey registry. Time comes in as ``now`` (ms); nothing here reads a clock."""
+
+    def __init__(self, ttl_ms: int = LISTEN_KEY_TTL_MS) -> None:
+        self.ttl_ms = ttl_ms
+        self._active: dict[str, _Key] = {}  # api_key -> its live key
+        self._owners: dict[str, str] = {}  # every key ever issued -> api_key
+
+    def start(self, api_key: str, now: int) -> str:
+        """POST: the active key extended, or a new one."""
+        live = self._live(api_key, now)
+        if live is None:
+            live = _Key(random_token(64), api_key, 0)
+            self._active[api_key] = live
+            self._owners[live.value] = api_key
+        live.expires_at = now + self.ttl_ms
+        return live.value
+
+    def keepalive(self, api_key: str, now: int) -> str:
+        """PUT: extend the active key; -1125 when there is none."""
+        live = self._live(api_key, now)
+        if live is None:
+            raise err.reject(err.LISTEN_KEY_MISSING)
+        live.expires_at = now + self.ttl_ms
+        return live.value
+
+    def close(self, api_key: str) -> None:
+        """DELETE: the key stops working at once."""
+        self._active.pop(api_key, None)
+
+    def active(self, api_key: str, now: int) -> str | None:
+        live = self._live(api_key, now)
+        return live.value if live else None
+
+    def expire_due(self, now: int) -> list[tuple[str, str]]:
+        """Drop keys whose time has come; ``(api_key, listen_key)`` of each."""
+        due = [k for k in self._active.values() if k.expires_at <= now]
+        for key in due:
+            del self._active[key.api_key]
+        return [(k.api_key, k.value) for k in due]
+
+    def owner(self, listen_key: str) -> str | None:
+        return self._owners.get(listen_key)
+
+    def issued_to(self, api_key: str) -> set[str]:
+        return {key for key, owner in self._owners.items() if owner == api_key}
+
+    def _live(self, api_key: str, now: int) -> _Key | None:
+        key = self._active.get(api_key)
+        return key if key is not None and key.expires_at > now else None

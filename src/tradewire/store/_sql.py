@@ -1,0 +1,30 @@
+"""Dialect helpers shared by the repositories."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase
+
+from tradewire.errors import ConfigError
+
+
+def dialect_name(session: AsyncSession) -> str:
+    """``"sqlite"`` or ``"postgresql"``: the database behind the session."""
+    return session.get_bind().dialect.name
+
+
+def insert_ignoring_conflicts(
+    session: AsyncSession, model: type[DeclarativeBase], **values: Any
+) -> postgresql.Insert | sqlite.Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` for ``model``: a duplicate key inserts nothing and,
+    unlike a caught ``IntegrityError``, leaves the surrounding transaction usable. Add
+    ``.returning(...)`` to learn whether the row was inserted."""
+    name = dialect_name(session)
+    if name == "postgresql":
+        return postgresql.insert(model).values(**values).on_conflict_do_nothing()
+    if name == "sqlite":
+        return sqlite.insert(model).values(**values).on_conflict_do_nothing()
+    raise ConfigError(f"unsupported database dialect {name!r} (use SQLite or PostgreSQL)")

@@ -1,0 +1,93 @@
+"""Engines, sessions and migrations. Nothing here connects until it is called.
+
+``create_engine_and_sessions(url)`` makes the engine and a session factory for a composition
+root; ``await upgrade(url)`` migrates the database to the newest revision (run it once at
+start-up, before serving). Both accept ``sqlite+aiosqlite:///path`` and
+``postgresql+asyncpg://...`` URLs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+
+
+def create_engine_and_sessions(
+    url: str, **engine_options: Any
+) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    """An engine for ``url`` and its session factory (sessions keep loaded attributes after
+    commit). The caller disposes of the engine."""
+    engine = _create_engine(url, **engine_options)
+    return engine, async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    """Run the Alembic migrations on ``url`` up to ``revision``."""
+    engine = _create_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_run_upgrade, revision)
+    finally:
+        await engine.dispose()
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """Alembic configuration pointing at the packaged migrations (no ``alembic.ini`` needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def is_sqlite(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _run_upgrade(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def _create_engine(url: str, **options: Any) -> AsyncEngine:
+    if not is_sqlite(url):
+        options.setdefault("pool_pre_ping", True)
+        return create_async_engine(url, **options)
+    _ensure_sqlite_folder(url)
+    engine = create_async_engine(url, **options)
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _ensure_sqlite_folder(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL lets readers run beside the writer; the busy timeout makes writers wait instead of
+    failing at once; SQLite leaves foreign keys off unless asked."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()

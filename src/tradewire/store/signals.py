@@ -1,0 +1,45 @@
+"""Signal intake ledger: the caller's ``signal_id`` is accepted at most once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tradewire.store._sql import insert_ignoring_conflicts
+from tradewire.store.tables import SignalRecord, SignalStatus
+from tradewire.store.types import now_ms
+
+
+def to_json(payload: Mapping[str, Any] | str) -> str:
+    """JSON text of a payload (Decimals and other non-JSON values as strings)."""
+    if isinstance(payload, str):
+        return payload
+    return json.dumps(payload, default=str, separators=(",", ":"), sort_keys=True)
+
+
+async def record_signal(
+    session: AsyncSession,
+    signal_id: str,
+    symbol: str,
+    side: str,
+    payload: Mapping[str, Any] | str,
+    *,
+    status: SignalStatus = SignalStatus.ACCEPTED,
+    now: int | None = None,
+) -> bool:
+    """Store a received signal; False (and nothing written) when ``signal_id`` is already
+    known. The surrounding transaction stays usable either way."""
+    statement = insert_ignoring_conflicts(
+        session, SignalRecord, signal_id=signal_id, symbol=symbol, side=side,
+        payload=to_json(payload), status=status, created_at=now_ms(now),
+    ).returning(SignalRecord.id)
+    return await session.scalar(statement) is not None
+
+
+async def get_signal(session: AsyncSession, signal_id: str) -> SignalRecord | None:
+    """The stored signal with the caller's id, if any."""
+    return await session.scalar(select(SignalRecord).where(SignalRecord.signal_id == signal_id))

@@ -1,0 +1,140 @@
+"""Users and their exchange accounts. The caller owns the transaction (commit/rollback)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tradewire.errors import Conflict, NotFound
+from tradewire.store._sql import insert_ignoring_conflicts
+from tradewire.store.crypto import SecretBox
+from tradewire.store.tables import ExchangeAccount, User
+from tradewire.store.types import now_ms
+
+DEFAULT_LABEL = "default"
+
+
+@dataclass(frozen=True, repr=False)
+class AccountCredentials:
+    """What is needed to trade on one account; the secret is decrypted, so never log this."""
+
+    account_id: int
+    user_id: int
+    api_key: str
+    api_secret: str
+    webhook_url: str | None
+
+    def __repr__(self) -> str:
+        return (
+            f"AccountCredentials(account_id={self.account_id}, user_id={self.user_id}, "
+            f"api_key={mask(self.api_key)!r}, api_secret='***')"
+        )
+
+
+def mask(api_key: str) -> str:
+    """An API key shortened for logs: ``abcd…wxyz``."""
+    return f"{api_key[:4]}…{api_key[-4:]}" if len(api_key) > 12 else "***"
+
+
+async def create_user(
+    session: AsyncSession,
+    box: SecretBox,
+    *,
+    name: str,
+    api_key: str,
+    api_secret: str,
+    discord_webhook_url: str | None = None,
+    label: str = DEFAULT_LABEL,
+    now: int | None = None,
+) -> tuple[User, ExchangeAccount]:
+    """A new active user with one active exchange account (secret stored encrypted).
+    ``Conflict`` when the name is taken; the transaction stays usable."""
+    inserted = await session.scalar(
+        insert_ignoring_conflicts(
+            session, User, name=name, discord_webhook_url=discord_webhook_url, active=True,
+            created_at=now_ms(now),
+        ).returning(User.id)
+    )
+    if inserted is None:
+        raise Conflict(f"user name {name!r} is already taken")
+    user = await get_user(session, inserted)
+    account = ExchangeAccount(
+        user_id=user.id, label=label, api_key=api_key,
+        api_secret_enc=box.encrypt(api_secret), active=True, created_at=now_ms(now),
+    )
+    session.add(account)
+    await session.flush()
+    return user, account
+
+
+async def list_users(session: AsyncSession) -> list[User]:
+    return list(await session.scalars(select(User).order_by(User.id)))
+
+
+async def get_user(session: AsyncSession, user_id: int) -> User:
+    """The user, or ``NotFound``."""
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} does not exist")
+    return user
+
+
+async def set_user_active(session: AsyncSession, user_id: int, active: bool) -> User:
+    """Activate or deactivate a user (inactive users get no new trades); ``NotFound``."""
+    user = await get_user(session, user_id)
+    user.active = active
+    await session.flush()
+    return user
+
+
+async def list_accounts(session: AsyncSession, user_id: int) -> list[ExchangeAccount]:
+    query = select(ExchangeAccount).where(ExchangeAccount.user_id == user_id)
+    return list(await session.scalars(query.order_by(ExchangeAccount.id)))
+
+
+async def account_credentials(
+    session: AsyncSession, box: SecretBox, account_id: int
+) -> AccountCredentials:
+    """Credentials of one account, active or not (to manage its open trades); ``NotFound``."""
+    query = _credentials_query().where(ExchangeAccount.id == account_id)
+    row = (await session.execute(query)).first()
+    if row is None:
+        raise NotFound(f"exchange account {account_id} does not exist")
+    return _credentials(box, row[0], row[1])
+
+
+async def subscribed_accounts(
+    session: AsyncSession, box: SecretBox, user_ids: Sequence[int] | None = None
+) -> list[AccountCredentials]:
+    """Active accounts of active users, limited to ``user_ids`` when given (a signal's targets)."""
+    query = _credentials_query().where(User.active.is_(True), ExchangeAccount.active.is_(True))
+    if user_ids is not None:
+        query = query.where(User.id.in_(list(user_ids)))
+    rows = await session.execute(query.order_by(ExchangeAccount.id))
+    return [_credentials(box, account, webhook) for account, webhook in rows]
+
+
+async def active_accounts(session: AsyncSession, box: SecretBox) -> list[AccountCredentials]:
+    """Every account the streams layer should watch: ``subscribed_accounts`` for all users."""
+    return await subscribed_accounts(session, box, None)
+
+
+def _credentials_query() -> Select[ExchangeAccount, str | None]:
+    return select(ExchangeAccount, User.discord_webhook_url).join(
+        User, User.id == ExchangeAccount.user_id
+    )
+
+
+def _credentials(
+    box: SecretBox, account: ExchangeAccount, webhook: str | None
+) -> AccountCredentials:
+    return AccountCredentials(
+        account_id=account.id,
+        user_id=account.user_id,
+        api_key=account.api_key,
+        api_secret=box.decrypt(account.api_secret_enc),
+        webhook_url=webhook,
+    )

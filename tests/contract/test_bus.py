@@ -1,0 +1,268 @@
+"""Bus contract: every backend stores, hands out, acks, dead-letters and reclaims alike.
+
+The ``bus`` fixture runs each test on the embedded bus and on Redis Streams (Redis db 15,
+flushed around each test; stream and group names are the production ones from ``names``).
+``open_bus`` and ``envelope`` are reused by ``test_bus_consumer.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from tradewire import names
+from tradewire.bus.base import Bus, DeadLetter, Envelope, Message, partition_for
+from tradewire.bus.consumer import SupportsTouch
+from tradewire.bus.embedded import EmbeddedBus
+from tradewire.bus.factory import create_bus
+from tradewire.bus.redis_streams import RedisStreamsBus
+from tradewire.config import Settings
+from tradewire.errors import ConfigError
+
+REDIS_TEST_DB = 15
+PARTITIONS = 4
+BACKENDS = ["embedded", pytest.param("redis", marks=pytest.mark.redis)]
+
+
+def redis_db_url(redis_url: str) -> str:
+    return urlunsplit(urlsplit(redis_url)._replace(path=f"/{REDIS_TEST_DB}"))
+
+
+async def flush(url: str) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
+@asynccontextmanager
+async def open_bus(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
+    """A fresh, empty bus of the given backend; closed (and Redis db flushed) afterwards."""
+    if kind == "embedded":
+        bus: Bus = EmbeddedBus(PARTITIONS)
+        url = ""
+    else:
+        url = redis_db_url(request.getfixturevalue("redis_url"))
+        await flush(url)
+        bus = RedisStreamsBus(url, PARTITIONS)
+    try:
+        yield bus
+    finally:
+        await bus.close()
+        if url:
+            await flush(url)
+
+
+def envelope(account_id: int = 1, symbol: str = "BTCUSDT", seq: int = 0) -> Envelope:
+    return Envelope(
+        event_id=f"ev-{account_id}-{symbol}-{seq}", account_id=account_id,
+        user_id=account_id * 10, symbol=symbol, received_ms=1_767_000_000_000 + seq,
+        event={"e": "ORDER_TRADE_UPDATE", "seq": seq},
+    )
+
+
+def letter_for(message: Message, attempts: int = 3) -> DeadLetter:
+    return DeadLetter(
+        id="", original_id=message.id, partition=message.partition, body=message.body,
+        attempts=attempts, error="boom", error_type="RuntimeError",
+        first_failed_ms=1_000, last_failed_ms=2_000, extra={"consumer": "c1"},
+    )
+
+
+async def fetch_all(bus: Bus, consumer: str) -> list[Message]:
+    """Everything not yet delivered (Redis hands out ``ceil(count / partitions)`` per stream)."""
+    got: list[Message] = []
+    while batch := await bus.fetch(consumer, 100, 20):
+        got += batch
+    return got
+
+
+@pytest.fixture(params=BACKENDS)
+async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
+    async with open_bus(request.param, request) as opened:
+        yield opened
+
+
+async def test_published_messages_are_handed_out_once_and_acked(bus: Bus) -> None:
+    """Fetched messages carry the published body, stay pending until acked, and are not
+    handed out a second time."""
+    sent = [envelope(seq=i) for i in range(3)]
+    for env in sent:
+        await bus.publish(env)
+    got = await fetch_all(bus, "c1")
+    assert [Envelope.decode(m.body) for m in got] == sent
+    assert {m.deliveries for m in got} == {1}
+    assert {m.partition for m in got} == {partition_for(sent[0].key, PARTITIONS)}
+    assert await bus.pending() == 3
+    assert await bus.fetch("c2", 10, 20) == []
+    for message in got:
+        await bus.ack(message)
+    assert await bus.pending() == 0
+
+
+async def test_fetch_blocks_until_a_message_arrives(bus: Bus) -> None:
+    """An empty fetch waits up to ``block_ms`` and returns as soon as a message is published."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await bus.fetch("c1", 1, 50) == []
+    assert loop.time() - started >= 0.04
+    waiting = asyncio.create_task(bus.fetch("c1", 1, 5_000))
+    await asyncio.sleep(0.05)
+    started = loop.time()
+    await bus.publish(envelope())
+    got = await waiting
+    assert len(got) == 1 and loop.time() - started < 1.0
+
+
+async def test_fetch_respects_count_within_one_partition(bus: Bus) -> None:
+    """Messages of one key come out in publish order, ``count`` at a time."""
+    sent = [envelope(seq=i) for i in range(7)]
+    for env in sent:
+        await bus.publish(env)
+    seen: list[Envelope] = []
+    while batch := await bus.fetch("c1", 2, 20):
+        assert len(batch) <= 2
+        seen += [Envelope.decode(m.body) for m in batch]
+    assert seen == sent
+
+
+async def test_publish_raw_rejects_unknown_partitions(bus: Bus) -> None:
+    """A partition outside 0..partitions-1 is a programming error."""
+    with pytest.raises(ValueError):
+        await bus.publish_raw(PARTITIONS, b"{}")
+
+
+async def test_dead_letter_stores_the_failure_and_acks_the_original(bus: Bus) -> None:
+    """The DLQ entry keeps body and failure metadata; the original is no longer pending."""
+    await bus.publish(envelope())
+    [message] = await bus.fetch("c1", 1, 100)
+    await bus.dead_letter(message, letter_for(message))
+    assert await bus.pending() == 0
+    assert await bus.dlq_size() == 1
+    [stored] = await bus.dlq_list()
+    assert stored.id
+    assert stored.summary() | {"id": ""} == letter_for(message).summary()
+
+
+async def test_reclaim_takes_over_idle_messages_only(bus: Bus) -> None:
+    """A message fetched by a consumer that never acks is handed to another consumer once it
+    has been idle long enough, with its delivery count raised."""
+    await bus.publish(envelope())
+    [lost] = await bus.fetch("dead", 1, 100)
+    assert await bus.reclaim("alive", 10_000, 10) == []
+    await asyncio.sleep(0.05)
+    [again] = await bus.reclaim("alive", 30, 10)
+    assert (again.id, again.body, again.deliveries) == (lost.id, lost.body, 2)
+    assert await bus.reclaim("other", 30, 10) == []  # claiming reset the idle time
+    await bus.ack(again)
+    assert await bus.pending() == 0
+
+
+async def test_touch_keeps_a_message_from_being_reclaimed(bus: Bus) -> None:
+    """Touching an in-flight message resets its idle time without counting a delivery."""
+    assert isinstance(bus, SupportsTouch)
+    await bus.publish(envelope())
+    [message] = await bus.fetch("c1", 1, 100)
+    await asyncio.sleep(0.05)
+    await bus.touch("c1", [message])
+    assert await bus.reclaim("thief", 40, 10) == []
+    await asyncio.sleep(0.05)
+    [claimed] = await bus.reclaim("thief", 40, 10)
+    assert claimed.deliveries == 2
+
+
+def test_factory_picks_the_backend_from_the_url() -> None:
+    """``embedded`` and ``redis://`` select a backend; anything else is a configuration error."""
+    assert isinstance(create_bus(Settings(bus_url="embedded")), EmbeddedBus)
+    redis_bus = create_bus(Settings(bus_url="redis://127.0.0.1:6379/15", bus_partitions=8))
+    assert isinstance(redis_bus, RedisStreamsBus) and redis_bus.partitions == 8
+    with pytest.raises(ConfigError):
+        create_bus(Settings(bus_url="kafka://x"))
+
+
+# -- Redis Streams only ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def redis_bus(request: pytest.FixtureRequest) -> AsyncIterator[RedisStreamsBus]:
+    async with open_bus("redis", request) as opened:
+        assert isinstance(opened, RedisStreamsBus)
+        yield opened
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_db_url(redis_url))
+    yield client
+    await client.aclose()
+
+
+@pytest.mark.redis
+async def test_setup_creates_the_production_streams_and_group(
+    redis_bus: RedisStreamsBus, raw: aioredis.Redis
+) -> None:
+    """Every partition stream exists with the worker group before anything is published."""
+    await redis_bus.setup()
+    for partition in range(PARTITIONS):
+        groups = await raw.xinfo_groups(names.partition_name(partition))
+        assert [g["name"] for g in groups] == [names.WORKER_GROUP.encode()]
+
+
+@pytest.mark.redis
+async def test_trim_never_drops_pending_or_undelivered_entries(
+    redis_bus: RedisStreamsBus, raw: aioredis.Redis
+) -> None:
+    """MINID trimming stops at the oldest pending entry; new entries are kept too."""
+    stream = names.partition_name(partition_for(envelope().key, PARTITIONS))
+    for i in range(10):
+        await redis_bus.publish(envelope(seq=i))
+    got = await fetch_all(redis_bus, "c1")
+    assert len(got) == 10
+    for i, message in enumerate(got):
+        if i not in (3, 7):
+            await redis_bus.ack(message)
+    await redis_bus.publish(envelope(seq=10))  # never delivered
+    assert await redis_bus.trim() == 3  # entries 0, 1, 2
+    assert await raw.xlen(stream) == 8
+    kept = await redis_bus.reclaim("c2", 0, 10)
+    assert sorted(m.id for m in kept) == sorted([got[3].id, got[7].id])
+    assert all(Envelope.decode(m.body) for m in kept)
+    for message in kept:
+        await redis_bus.ack(message)
+    [new] = await fetch_all(redis_bus, "c1")
+    assert Envelope.decode(new.body).event["seq"] == 10
+    await redis_bus.ack(new)
+    await redis_bus.trim()
+    assert await raw.xlen(stream) == 1  # the last delivered entry marks the group's position
+
+
+@pytest.mark.redis
+async def test_a_failed_dlq_write_does_not_ack_the_original(
+    redis_bus: RedisStreamsBus, raw: aioredis.Redis
+) -> None:
+    """The DLQ write and the ack succeed or fail together: no ack without a DLQ entry."""
+    await redis_bus.publish(envelope())
+    [message] = await redis_bus.fetch("c1", 1, 100)
+    await raw.set(names.DLQ, "not a stream")
+    with pytest.raises(ResponseError):
+        await redis_bus.dead_letter(message, letter_for(message))
+    assert await redis_bus.pending() == 1
+
+
+@pytest.mark.redis
+async def test_fetch_recreates_a_deleted_stream_group(
+    redis_bus: RedisStreamsBus, raw: aioredis.Redis
+) -> None:
+    """A stream deleted under a running bus is recreated instead of failing every fetch."""
+    await redis_bus.setup()
+    await raw.delete(names.partition_name(0))
+    assert await redis_bus.fetch("c1", 1, 10) == []
+    await redis_bus.publish_raw(0, b"x")
+    assert [m.body for m in await redis_bus.fetch("c1", 1, 100)] == [b"x"]
