@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## run: the whole service in one process on embedded defaults, with the built-in simulator and a demo
 run: $(STAMP)
-	$(BIN)/tradewire run --demo
+	TRADEWIRE_LOG_FORMAT=$${TRADEWIRE_LOG_FORMAT:-console} $(BIN)/tradewire run --demo
 
 ## demo: the demo scenario to completion; last line is a JSON summary
 demo: $(STAMP)

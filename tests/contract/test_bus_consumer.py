@@ -39,8 +39,8 @@ def make_consumer(bus: Bus, handler: Handler, **options: Any) -> Consumer:
 def symbols_in_partition_of(key_env: Envelope, count: int) -> list[str]:
     """Symbols of ``key_env``'s account whose key lands in the same partition."""
     target = partition_for(key_env.key, PARTITIONS)
-    candidates = (f"C{i}USDT" for i in range(10_000))
-    same = (s for s in candidates if partition_for(f"{key_env.account_id}:{s}", PARTITIONS) == target)
+    symbols = (f"C{i}USDT" for i in range(10_000))
+    same = (s for s in symbols if partition_for(f"{key_env.account_id}:{s}", PARTITIONS) == target)
     return [next(same) for _ in range(count)]
 
 

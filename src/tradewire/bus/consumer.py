@@ -44,6 +44,7 @@ _ERROR_TEXT_MAX = 2000
 _FETCH_ERROR_BACKOFF_S = 0.5
 _DRAIN_BLOCK_MS = 20
 _MIN_MAINTENANCE_S = 0.01
+_CANCEL_POLL_S = 0.1
 
 
 @runtime_checkable
@@ -106,6 +107,16 @@ async def _wait(event: asyncio.Event, timeout_s: float) -> None:
             await event.wait()
 
 
+async def _cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
+    """Cancel until every task has ended (a cancellation swallowed by a client library is
+    simply repeated)."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=_CANCEL_POLL_S)
+
+
 class Consumer:
     """Runs ``handler`` for every message of ``bus`` with the policy described above."""
 
@@ -129,7 +140,8 @@ class Consumer:
         self._lanes: dict[str, deque[_Work]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
-        self._accepting = False
+        self._accepting = False  # reclaimed messages are taken only while fetching
+        self._closing = False  # lanes stop after their current message
 
     @classmethod
     def from_settings(
@@ -158,53 +170,58 @@ class Consumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then let in-flight work finish within ``grace_s``;
         what is left stays pending in the bus and is redelivered later."""
-        await self._serve(stop, drain=False)
+        await self._serve(stop, deadline=None)
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         """Consume until nothing is undelivered, pending or in flight; ``TimeoutError`` after
         ``timeout_s``. Pending messages of dead consumers are reclaimed once idle."""
-        async with asyncio.timeout(timeout_s):
-            await self._serve(asyncio.Event(), drain=True)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        await self._serve(asyncio.Event(), deadline=deadline)
 
-    async def _serve(self, stop: asyncio.Event, *, drain: bool) -> None:
-        self._accepting = True
-        maintenance = asyncio.create_task(self._maintain())
+    async def _serve(self, stop: asyncio.Event, *, deadline: float | None) -> None:
+        # Shutdown is driven by flags and events rather than by cancellation alone: redis-py
+        # can lose a cancellation that lands inside a command (redis/redis-py#2028, #2551).
+        self._accepting, self._closing = True, False
+        halt = asyncio.Event()
+        maintenance = asyncio.create_task(self._maintain(halt))
         try:
-            await self._fetch_loop(stop, drain=drain)
+            await self._fetch_loop(stop, deadline)
             self._accepting = False
             if self._tasks:
                 await asyncio.wait(set(self._tasks), timeout=self.grace_s)
         finally:
-            self._accepting = False
-            maintenance.cancel()
-            await self._cancel_lanes()
-            with contextlib.suppress(asyncio.CancelledError):
-                await maintenance
+            self._accepting, self._closing = False, True
+            halt.set()
+            await _cancel_all([maintenance, *self._tasks])
 
-    async def _fetch_loop(self, stop: asyncio.Event, *, drain: bool) -> None:
-        block_ms = min(self.block_ms, _DRAIN_BLOCK_MS) if drain else self.block_ms
+    async def _fetch_loop(self, stop: asyncio.Event, deadline: float | None) -> None:
+        """Fetch while there is room; with a ``deadline`` (drain) return once all is done."""
+        loop = asyncio.get_running_loop()
+        block_ms = self.block_ms if deadline is None else min(self.block_ms, _DRAIN_BLOCK_MS)
         while not stop.is_set():
-            room = self.concurrency - len(self._inflight)
-            if room <= 0:
-                self._room.clear()
-                await _wait(self._room, block_ms / 1000)
-                continue
-            try:
-                messages = await self.bus.fetch(self.name, room, block_ms)
-            except Exception as exc:
-                log(logger, logging.WARNING, "bus fetch failed", error=_error_text(exc))
-                await _wait(stop, _FETCH_ERROR_BACKOFF_S)
-                continue
+            if deadline is not None and loop.time() > deadline:
+                raise TimeoutError(f"consumer {self.name!r} did not drain the bus in time")
+            messages = await self._fetch_some(stop, block_ms)
             for message in messages:
                 self._dispatch(message)
-            if drain and not messages and not self._inflight and await self.bus.pending() == 0:
+            if deadline is not None and not messages and await self._drained():
                 return
 
-    async def _cancel_lanes(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def _fetch_some(self, stop: asyncio.Event, block_ms: int) -> list[Message]:
+        room = self.concurrency - len(self._inflight)
+        if room <= 0:
+            self._room.clear()
+            await _wait(self._room, block_ms / 1000)
+            return []
+        try:
+            return await self.bus.fetch(self.name, room, block_ms)
+        except Exception as exc:
+            log(logger, logging.WARNING, "bus fetch failed", error=_error_text(exc))
+            await _wait(stop, _FETCH_ERROR_BACKOFF_S)
+            return []
+
+    async def _drained(self) -> bool:
+        return not self._inflight and await self.bus.pending() == 0
 
     # -- lanes ---------------------------------------------------------------------------------
 
@@ -225,7 +242,7 @@ class Consumer:
     async def _run_lane(self, key: str) -> None:
         lane = self._lanes[key]
         try:
-            while lane:
+            while lane and not self._closing:
                 await self._process(lane[0])
                 self._release(lane.popleft().message)
         except Exception as exc:  # a bug in the policy itself: leave the rest to redelivery
@@ -317,11 +334,14 @@ class Consumer:
 
     # -- maintenance ---------------------------------------------------------------------------
 
-    async def _maintain(self) -> None:
+    async def _maintain(self, halt: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         last_trim = loop.time()
-        while True:
-            await asyncio.sleep(max(self.redelivery_idle_s / 3, _MIN_MAINTENANCE_S))
+        interval = max(self.redelivery_idle_s / 3, _MIN_MAINTENANCE_S)
+        while not halt.is_set():
+            await _wait(halt, interval)
+            if halt.is_set():
+                return
             try:
                 await self._touch()
                 await self._reclaim()

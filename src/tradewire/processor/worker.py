@@ -134,7 +134,8 @@ class EventProcessor:
                 self.duplicates += 1
                 return
             for plan in plans:
-                await self._record(session, envelope, event, plan)
+                with bind(tradeId=plan.trade.id):
+                    await self._record(session, envelope, event, plan)
         self.applied += 1
         self.history.append(envelope)
 
@@ -144,7 +145,7 @@ class EventProcessor:
         trade, decision = plan.trade, plan.decision
         updates = _trade_columns(trade, decision.trade_updates)
         if updates:
-            moved = await trades.update_trade(session, trade.id, only_from=[trade.status],
+            moved = await trades.update_trade(session, trade.id, only_from=_same_phase(trade),
                                               **updates)
             if not moved:  # changed under us: let the bus retry with fresh state
                 raise RuntimeError(f"trade {trade.id} changed concurrently; retrying")
@@ -177,6 +178,14 @@ class EventProcessor:
             session, user_id=user.id, webhook_url=user.discord_webhook_url,
             payload=trade_embed(decision.notice, fields),
         )
+
+
+def _same_phase(trade: Trade) -> list[TradeStatus]:
+    """Statuses the decision read in step 1 stays valid from. PENDING and OPEN differ only by
+    the API having recorded its placement (which may land between our read and write)."""
+    if trade.status in (TradeStatus.PENDING, TradeStatus.OPEN):
+        return [TradeStatus.PENDING, TradeStatus.OPEN]
+    return [trade.status]
 
 
 def _trade_columns(trade: Trade, changes: dict[str, Any]) -> dict[str, Any]:
