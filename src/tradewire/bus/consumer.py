@@ -201,24 +201,25 @@ class Consumer:
         while not stop.is_set():
             if deadline is not None and loop.time() > deadline:
                 raise TimeoutError(f"consumer {self.name!r} did not drain the bus in time")
-            messages = await self._fetch_some(stop, block_ms)
-            for message in messages:
+            room = self.concurrency - len(self._inflight)
+            if room <= 0:
+                self._room.clear()
+                await _wait(self._room, block_ms / 1000)
+                continue
+            messages = await self._fetch(stop, room, block_ms)
+            for message in messages or ():
                 self._dispatch(message)
-            if deadline is not None and not messages and await self._drained():
+            if deadline is not None and messages == [] and await self._drained():
                 return
 
-    async def _fetch_some(self, stop: asyncio.Event, block_ms: int) -> list[Message]:
-        room = self.concurrency - len(self._inflight)
-        if room <= 0:
-            self._room.clear()
-            await _wait(self._room, block_ms / 1000)
-            return []
+    async def _fetch(self, stop: asyncio.Event, count: int, block_ms: int) -> list[Message] | None:
+        """Up to ``count`` new messages; ``None`` when the bus could not be asked."""
         try:
-            return await self.bus.fetch(self.name, room, block_ms)
+            return await self.bus.fetch(self.name, count, block_ms)
         except Exception as exc:
             log(logger, logging.WARNING, "bus fetch failed", error=_error_text(exc))
             await _wait(stop, _FETCH_ERROR_BACKOFF_S)
-            return []
+            return None
 
     async def _drained(self) -> bool:
         return not self._inflight and await self.bus.pending() == 0

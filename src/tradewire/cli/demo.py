@@ -74,7 +74,7 @@ async def run_scenario(
             await _ok(sim.post("/sim/mark-price", json={"symbol": symbol, "price": price}))
             await asyncio.sleep(step_pause_s)
         closed = await _wait_closed(api, trade_ids, timeout_s)
-    return {"user_ids": ids, "trades": closed, "signals": len(plan.signals)}
+    return {"user_ids": ids, "api_keys": keys, "trades": closed, "signals": len(plan.signals)}
 
 
 async def _ok(call: Any) -> Any:
