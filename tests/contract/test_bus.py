@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from tradewire import names
 from tradewire.bus.base import Bus, DeadLetter, Envelope, Message, partition_for
-from tradewire.bus.consumer import SupportsTouch
+from tradewire.bus.consumer import Consumer, SupportsTouch
 from tradewire.bus.embedded import EmbeddedBus
 from tradewire.bus.factory import create_bus
 from tradewire.bus.redis_streams import RedisStreamsBus
@@ -266,3 +266,30 @@ async def test_fetch_recreates_a_deleted_stream_group(
     assert await redis_bus.fetch("c1", 1, 10) == []
     await redis_bus.publish_raw(0, b"x")
     assert [m.body for m in await redis_bus.fetch("c1", 1, 100)] == [b"x"]
+
+
+@pytest.mark.redis
+async def test_a_running_consumer_trims_acknowledged_entries(
+    redis_bus: RedisStreamsBus, raw: aioredis.Redis
+) -> None:
+    """The consumer's maintenance trims what it has acknowledged (Redis needs XTRIM)."""
+    stream = names.partition_name(partition_for(envelope().key, PARTITIONS))
+    for i in range(5):
+        await redis_bus.publish(envelope(seq=i))
+
+    async def handler(env: Envelope) -> None:
+        return None
+
+    consumer = Consumer(
+        redis_bus, handler, name="w1", redelivery_idle_s=0.03, trim_interval_s=0.0, block_ms=20
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))
+    try:
+        async with asyncio.timeout(5):
+            while await raw.xlen(stream) > 1:
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await running
+    assert consumer.stats.processed == 5

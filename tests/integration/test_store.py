@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -57,6 +58,15 @@ async def test_migrated_schema_matches_the_models(db_url: str) -> None:
         names = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
     await engine.dispose()
     assert names == set(Base.metadata.tables) | {"alembic_version"}
+
+
+async def test_concurrent_upgrades_are_serialised(db_url: str) -> None:
+    """Several processes migrating one fresh database at once all succeed (a lock orders them)."""
+    await asyncio.gather(*(upgrade(db_url) for _ in range(3)))
+    engine, _ = create_engine_and_sessions(db_url)
+    async with engine.connect() as connection:
+        assert await connection.run_sync(_schema_diffs) == []
+    await engine.dispose()
 
 
 async def test_sqlite_connections_use_wal_and_foreign_keys(tmp_path: Path) -> None:
@@ -166,3 +176,21 @@ async def test_a_rolled_back_mark_is_forgotten(sessions: Sessions) -> None:
             raise RuntimeError("effect failed")
     async with sessions.begin() as session:
         assert await events.mark_processed(session, "ev-1", 1, "SL_TRIGGERED")
+
+
+@pytest.mark.postgres
+async def test_concurrent_marks_of_one_event_let_exactly_one_win(postgres_url: str) -> None:
+    """Two workers marking the same event: the second waits for the first and gets False."""
+    await upgrade(postgres_url)
+    engine, sessions = create_engine_and_sessions(postgres_url)
+    try:
+        async with sessions() as first, sessions() as second:
+            assert await events.mark_processed(first, "ev-x", 1, "TP_TRIGGERED")
+            racing = asyncio.create_task(events.mark_processed(second, "ev-x", 1, "TP_TRIGGERED"))
+            await asyncio.sleep(0.2)
+            assert not racing.done()  # blocked on the first transaction's row
+            await first.commit()
+            assert await racing is False
+            await second.commit()
+    finally:
+        await engine.dispose()

@@ -90,7 +90,7 @@ class _Work:
 
     def log_fields(self) -> dict[str, Any]:
         env = self.envelope
-        return {"userId": env.user_id if env else None, "symbol": env.symbol if env else None}
+        return {"userId": env.user_id, "symbol": env.symbol} if env else {}
 
 
 def _ref(message: Message) -> tuple[int, str]:
@@ -272,7 +272,9 @@ class Consumer:
         first_failed_ms: int | None = None
         while True:
             try:
-                await self._attempt(work)
+                if work.envelope is None:
+                    raise work.error or PermanentError("malformed envelope")
+                await self.handler(work.envelope)
             except Exception as exc:
                 first_failed_ms = first_failed_ms or self.clock.now_ms()
                 if attempt >= self.max_attempts:
@@ -284,12 +286,6 @@ class Consumer:
                 if await self._settle(work, self.bus.ack(work.message), "ack"):
                     self.stats.processed += 1
                 return
-
-    async def _attempt(self, work: _Work) -> None:
-        if work.envelope is None:
-            assert work.error is not None
-            raise work.error
-        await self.handler(work.envelope)
 
     async def _before_retry(self, work: _Work, attempt: int, exc: Exception) -> None:
         self.stats.retried += 1
@@ -321,15 +317,12 @@ class Consumer:
             )
 
     async def _settle(self, work: _Work, call: Awaitable[None], what: str) -> bool:
-        """Run an ack or dead-letter call; on failure the message stays pending and is
-        redelivered after ``redelivery_idle_s`` (at-least-once)."""
+        """Ack or dead-letter; if that fails the message stays pending and is redelivered."""
         try:
             await call
         except Exception as exc:
-            log(
-                logger, logging.ERROR, f"bus {what} failed; the message will be redelivered",
-                error=_error_text(exc), messageId=work.message.id,
-            )
+            text = f"bus {what} failed; the message will be redelivered"
+            log(logger, logging.ERROR, text, error=_error_text(exc), messageId=work.message.id)
             return False
         return True
 

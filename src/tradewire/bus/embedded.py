@@ -42,6 +42,7 @@ class EmbeddedBus:
         self._dlq_ids = itertools.count(1)
         self._next_partition = 0  # round-robin start of the next fetch, for fairness
         self._published = asyncio.Event()
+        self._closed = False
 
     async def publish(self, envelope: Envelope) -> str:
         partition = partition_for(envelope.key, self.partitions)
@@ -61,7 +62,7 @@ class EmbeddedBus:
         while True:
             taken = self._take(consumer, count)
             remaining = deadline - loop.time()
-            if taken or remaining <= 0:
+            if taken or remaining <= 0 or self._closed:
                 return taken
             self._published.clear()
             try:
@@ -143,4 +144,5 @@ class EmbeddedBus:
         return list(self._dlq[:limit])
 
     async def close(self) -> None:
-        self._published.set()  # wake blocked fetchers so they return promptly
+        self._closed = True
+        self._published.set()  # blocked fetchers return at once

@@ -11,6 +11,8 @@
   still run the XACK after a failed XADD).
 * ``reclaim`` iterates XAUTOCLAIM cursors per partition (kept between calls, so a large PEL is
   scanned in pieces, not from ``0-0`` each time). Redis 7 drops entries whose ids were trimmed.
+* ``touch`` (XCLAIM JUSTID) resets the idle time of messages a live consumer is still working
+  on, so that ``reclaim`` elsewhere only takes messages of dead consumers.
 * ``trim`` uses MINID bounded by the oldest pending and the last-delivered id of every group:
   it never removes pending or undelivered entries (plain MAXLEN would, silently).
 
@@ -60,8 +62,15 @@ def _int(fields: dict[bytes, bytes], name: str) -> int:
         return 0
 
 
+def _extra(raw: bytes) -> dict[str, str]:
+    try:
+        data = json.loads(raw or b"{}")
+    except ValueError:
+        return {"unparsed": _text(raw)}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
 def _letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
-    extra = json.loads(fields.get(b"extra", b"{}") or b"{}")
     return DeadLetter(
         id=_text(entry_id),
         original_id=_text(fields.get(b"original_id", b"")),
@@ -72,7 +81,7 @@ def _letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
         error_type=_text(fields.get(b"error_type", b"")),
         first_failed_ms=_int(fields, "first_failed_ms"),
         last_failed_ms=_int(fields, "last_failed_ms"),
-        extra={str(k): str(v) for k, v in extra.items()} if isinstance(extra, dict) else {},
+        extra=_extra(fields.get(b"extra", b"")),
     )
 
 

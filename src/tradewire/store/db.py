@@ -13,7 +13,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -25,6 +25,7 @@ from sqlalchemy.pool import NullPool
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+_MIGRATION_LOCK = 0x7477_6D69_6772  # "twmigr": advisory lock key of upgrades
 
 
 def create_engine_and_sessions(
@@ -60,9 +61,19 @@ def is_sqlite(url: str | URL) -> bool:
 
 
 def _run_upgrade(connection: Connection, revision: str) -> None:
+    _lock_for_migration(connection)
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
+
+
+def _lock_for_migration(connection: Connection) -> None:
+    """Serialise concurrent upgrades (several pods starting at once): the second waits for the
+    first to commit, then finds the schema at head. The lock ends with the transaction."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+    elif connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock before reading
 
 
 def _create_engine(url: str, **options: Any) -> AsyncEngine:
