@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.conftest import fresh_postgres_database, require_service
 
 from tradewire.cli.demo import Endpoints

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.conftest import fresh_postgres_database, require_service
 from tests.e2e.conftest import flush_redis
+
 from tradewire.cli.demo import Endpoints, closed_by, orders_placed, run_scenario
 from tradewire.notify.sink import WebhookSink
 from tradewire.serving import BackgroundServer
@@ -40,7 +40,7 @@ class Processes:
         self.procs: list[tuple[str, asyncio.subprocess.Process]] = []
 
     async def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        with open(self.workdir / f"{name}-{len(self.procs)}.log", "wb") as log:
+        with (self.workdir / f"{name}-{len(self.procs)}.log").open("wb") as log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "tradewire.cli.main", *args, env=env, cwd=self.workdir,
                 stdout=log, stderr=log,

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from tests.e2e.conftest import Harness, start_harness
+
 from tradewire.bus.base import Envelope, partition_for
 from tradewire.cli.demo import closed_by, orders_placed, run_scenario
 from tradewire.config import Settings

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tradewire.domain import CloseReason, Leg, Side, TradeStatus, client_order_id
@@ -192,3 +193,12 @@ async def test_list_trades_filters_and_orders_newest_first(
         assert await listed(status=[TradeStatus.ACTIVE, TradeStatus.CLOSED]) == [ids[3], ids[0]]
         assert await listed(user_id=account[0] + 1) == []
         assert await listed(limit=2) == [ids[4], ids[3]]
+
+
+async def test_money_refuses_floats(sessions: Sessions, account: tuple[int, int]) -> None:
+    """Amounts must be Decimals (ints are exact too); a float never reaches the books."""
+    async with sessions.begin() as session:
+        trade = await _new_trade(session, account, "sig-f")
+        assert await trades.update_trade(session, trade.id, commission=Decimal(3))
+        with pytest.raises(StatementError, match="must be a Decimal"):
+            await trades.update_trade(session, trade.id, realized_pnl=0.1)  # type: ignore[arg-type]

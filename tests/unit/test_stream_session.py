@@ -31,7 +31,8 @@ def test_raw_frames_belong_to_the_single_key() -> None:
     """On a raw one-key socket, an unwrapped event belongs to that key's account."""
     s = UserStreamSession()
     s.add("key-a", ALICE)
-    assert s.feed('{"e":"ACCOUNT_UPDATE","E":5}') == [Publish(ALICE, {"e": "ACCOUNT_UPDATE", "E": 5})]
+    expected = [Publish(ALICE, {"e": "ACCOUNT_UPDATE", "E": 5})]
+    assert s.feed('{"e":"ACCOUNT_UPDATE","E":5}') == expected
 
 
 def test_listen_key_expiry_is_published_and_asks_for_a_new_key() -> None:

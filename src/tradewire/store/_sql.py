@@ -1,7 +1,9 @@
-"""Dialect helpers shared by the repositories."""
+"""Helpers shared by the repositories: dialect-specific inserts, JSON columns."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -14,6 +16,13 @@ from tradewire.errors import ConfigError
 def dialect_name(session: AsyncSession) -> str:
     """``"sqlite"`` or ``"postgresql"``: the database behind the session."""
     return session.get_bind().dialect.name
+
+
+def to_json(payload: Mapping[str, Any] | str) -> str:
+    """JSON text for a payload column (Decimals and other non-JSON values as strings)."""
+    if isinstance(payload, str):
+        return payload
+    return json.dumps(payload, default=str, separators=(",", ":"), sort_keys=True)
 
 
 def insert_ignoring_conflicts(

@@ -8,6 +8,7 @@ start-up, before serving). Both accept ``sqlite+aiosqlite:///path`` and
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ def create_engine_and_sessions(
 
 
 async def upgrade(url: str, revision: str = "head") -> None:
-    """Run the Alembic migrations on ``url`` up to ``revision``."""
+    """Run the Alembic migrations on ``url`` up to ``revision``. Safe when several processes
+    start at once: a PostgreSQL advisory lock (SQLite: the write lock) serialises them."""
     engine = _create_engine(url, poolclass=NullPool)
     try:
         async with engine.begin() as connection:
@@ -93,12 +95,20 @@ def _ensure_sqlite_folder(url: str) -> None:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets readers run beside the writer; the busy timeout makes writers wait instead of
-    failing at once; SQLite leaves foreign keys off unless asked."""
+    """The busy timeout makes writers wait instead of failing at once; SQLite leaves foreign
+    keys off unless asked; WAL lets readers run beside the writer.
+
+    WAL is a property of the file, so a connection that loses the race to switch a brand-new
+    file (another connection's first transaction holds the lock; SQLite refuses to wait there
+    to avoid a deadlock) can go on: the winner's commit makes the file WAL for everyone."""
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
     finally:
         cursor.close()

@@ -16,8 +16,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tradewire.store._sql import dialect_name
-from tradewire.store.signals import to_json
+from tradewire.store._sql import dialect_name, to_json
 from tradewire.store.tables import Notification, NotificationStatus
 from tradewire.store.types import now_ms
 

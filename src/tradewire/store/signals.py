@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tradewire.store._sql import insert_ignoring_conflicts
+from tradewire.store._sql import insert_ignoring_conflicts, to_json
 from tradewire.store.tables import SignalRecord, SignalStatus
 from tradewire.store.types import now_ms
-
-
-def to_json(payload: Mapping[str, Any] | str) -> str:
-    """JSON text of a payload (Decimals and other non-JSON values as strings)."""
-    if isinstance(payload, str):
-        return payload
-    return json.dumps(payload, default=str, separators=(",", ":"), sort_keys=True)
 
 
 async def record_signal(

@@ -105,6 +105,12 @@ async def find_trade(session: AsyncSession, signal_id: str, account_id: int) -> 
     )
 
 
+async def list_trades_for_signal(session: AsyncSession, signal_id: str) -> list[Trade]:
+    """Every account's trade of one signal, in creation order (orders not loaded)."""
+    query = select(Trade).where(Trade.signal_id == signal_id).order_by(Trade.id)
+    return list(await session.scalars(query))
+
+
 async def find_order_by_client_id(session: AsyncSession, client_id: str) -> Order | None:
     """The order with this client id, its ``trade`` loaded, or None (a foreign order)."""
     return await session.scalar(

@@ -59,10 +59,12 @@ class Money(TypeDecorator[Decimal]):
             return dialect.type_descriptor(String(_MONEY_TEXT_LENGTH))
         return dialect.type_descriptor(Numeric(MONEY_PRECISION, MONEY_SCALE, asdecimal=True))
 
-    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+    def process_bind_param(self, value: Decimal | int | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        if not isinstance(value, Decimal):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = Decimal(value)
+        if not isinstance(value, Decimal):  # floats would carry binary rounding into the books
             raise TypeError(f"money must be a Decimal, not {type(value).__name__}")
         return format(value, "f") if dialect.name == "sqlite" else value
 
