@@ -8,6 +8,7 @@
     ├── NotFound                    (API: 404)
     ├── Conflict                    (API: 409)
     ├── Unauthorized                missing/wrong operator token (API: 401)
+    ├── SecretDecryptionError       a stored secret cannot be opened (wrong master key, altered)
     ├── ExchangeError               anything the exchange said or failed to say (API: 502)
     │   ├── ExchangeUnavailable     network error, 5xx "Service Unavailable"      transient
     │   ├── UnknownOutcome          timeout / 503 "Unknown error": order may exist transient
@@ -54,6 +55,10 @@ class Conflict(TradewireError):
 
 class Unauthorized(TradewireError):
     pass
+
+
+class SecretDecryptionError(TradewireError):
+    """A stored secret cannot be decrypted: wrong master key, tampering or a malformed token."""
 
 
 class ExchangeError(TradewireError):

@@ -27,7 +27,7 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tradewire.errors import ConfigError, TradewireError
+from tradewire.errors import ConfigError, SecretDecryptionError
 
 VERSION = "v1"
 _KEY_BYTES = 32
@@ -37,10 +37,6 @@ _WRAPPED_BYTES = _KEY_BYTES + 16  # key + GCM tag
 _HEADER_BYTES = _KEY_ID_BYTES + _NONCE_BYTES + _WRAPPED_BYTES + _NONCE_BYTES
 _WRAP_AAD = b"tradewire/secret/v1/data-key"
 _DATA_AAD = b"tradewire/secret/v1/secret"
-
-
-class SecretDecryptionError(TradewireError):
-    """A stored secret cannot be decrypted: wrong master key, tampering or a malformed token."""
 
 
 class SecretBox:
