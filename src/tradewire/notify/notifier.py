@@ -92,7 +92,8 @@ class Notifier:
                 self.sent += 1
 
     async def _retry(self, row: Notification, exc: NotificationError) -> None:
-        if row.attempts >= self.max_attempts:
+        rate_limited = exc.retry_after_s is not None  # Discord said when: not a failure
+        if not rate_limited and row.attempts >= self.max_attempts:
             await self._give_up(row, f"{exc} after {row.attempts} attempts")
             return
         delay_s = exc.retry_after_s if exc.retry_after_s is not None else 2.0 ** row.attempts

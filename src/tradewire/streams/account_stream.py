@@ -18,13 +18,15 @@ from websockets.exceptions import WebSocketException
 
 from tradewire.bus.base import Envelope
 from tradewire.clock import Clock
-from tradewire.errors import ExchangeError, ListenKeyInvalid
+from tradewire.errors import ExchangeError, ListenKeyInvalid, PermanentError
 from tradewire.exchange.client import ExchangeClient
-from tradewire.exchange.event_ids import event_id, event_symbol
+from tradewire.exchange.event_ids import canonical_json, event_id, event_symbol
 from tradewire.logging import bind, log
 from tradewire.streams.session import AccountRef, KeyExpired, Publish, UserStreamSession
 
 logger = logging.getLogger("tradewire.streams")
+
+_NETWORK_TROUBLE = (OSError, WebSocketException, ExchangeError, TimeoutError)
 
 Publisher = Callable[[Envelope], Awaitable[Any]]
 
@@ -65,13 +67,17 @@ class AccountStream:
                 try:
                     await self._session()
                     backoff = 0.5
-                except (OSError, WebSocketException, ExchangeError, TimeoutError) as exc:
-                    self.connected.clear()
-                    self.reconnects += 1
-                    log(logger, logging.WARNING, "user stream lost; reconnecting",
-                        error=f"{type(exc).__name__}: {exc}", backoff_s=round(backoff, 2))
+                except Exception as exc:  # even a bug must not leave an account unwatched
+                    expected = isinstance(exc, _NETWORK_TROUBLE)
+                    self._lost(exc, backoff, logging.WARNING if expected else logging.ERROR)
                     await asyncio.sleep(backoff * (0.5 + random.random()))
                     backoff = min(backoff * 2, self.max_backoff_s)
+
+    def _lost(self, exc: BaseException, backoff: float, level: int) -> None:
+        self.connected.clear()
+        self.reconnects += 1
+        log(logger, level, "user stream lost; reconnecting",
+            error=f"{type(exc).__name__}: {exc}", backoff_s=round(backoff, 2))
 
     async def _session(self) -> None:
         key = await self.client.new_listen_key()
@@ -103,8 +109,13 @@ class AccountStream:
         return rekey
 
     async def _publish(self, payload: dict[str, Any]) -> None:
+        try:
+            eid = event_id(self.account.account_id, payload)
+        except PermanentError as exc:  # JSON, but not an event we can identify: keep it whole
+            payload = {"e": "MALFORMED", "reason": str(exc), "raw": canonical_json(payload)}
+            eid = event_id(self.account.account_id, payload)
         envelope = Envelope(
-            event_id=event_id(self.account.account_id, payload),
+            event_id=eid,
             account_id=self.account.account_id,
             user_id=self.account.user_id,
             symbol=event_symbol(payload),

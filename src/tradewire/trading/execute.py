@@ -70,6 +70,9 @@ class Executor:
 
     async def execute(self, signal: Signal, payload: dict[str, Any]) -> ExecutionReport:
         """Place the signal on every target account; idempotent by ``signal_id``."""
+        async with self.sessions() as session:  # a retry is answered before any new check
+            if await signals.get_signal(session, signal.signal_id) is not None:
+                return await self._existing(session, signal.signal_id, duplicate=True)
         mark = await self._mark_price(signal)
         if signal.entry_price is None:
             check_prices(signal.side, mark, signal.stop_loss, signal.take_profit, reference="mark")
@@ -190,6 +193,7 @@ class _Placement:
         except ExchangeError as exc:
             await self._unwind(quantity)
             error = f"stop-loss refused ({exc}); entry cancelled / position closed"
+            await self._leg_failed(Leg.STOP_LOSS, f"stop-loss refused: {exc}", notify=False)
             await self.fail(error)
             return self.outcome(TradeStatus.FAILED, error)
         await self._record_leg(Leg.STOP_LOSS, sl, quantity)
@@ -254,12 +258,13 @@ class _Placement:
             await trades.update_order(session, order.id, algo_id=algo_id, quantity=quantity,
                                       status=OrderStatus.PLACED, only_from=[OrderStatus.NEW])
 
-    async def _leg_failed(self, leg: Leg, error: str) -> None:
+    async def _leg_failed(self, leg: Leg, error: str, *, notify: bool = True) -> None:
         async with self.sessions.begin() as session:
             order = await trades.find_order_by_client_id(session, self.cid[leg])
             assert order is not None
             await trades.update_order(session, order.id, status=OrderStatus.FAILED, error=error)
-            await self._notify(session, Notice.ORDER_REJECTED, error)
+            if notify:
+                await self._notify(session, Notice.ORDER_REJECTED, error)
 
     async def fail(self, error: str, *, entry_error: bool = False) -> None:
         async with self.sessions.begin() as session:
