@@ -59,7 +59,7 @@ async def test_creating_a_user_never_returns_the_secret_and_masks_the_key(world:
 
 
 async def test_a_taken_user_name_is_a_conflict(world: World) -> None:
-    """Creating a second user with an existing name answers 409."""
+    """Creating a second user with an existing name answers 409 (the name check)."""
     await world.add_user("bob")
     keys = await world.new_account()
     response = await world.api.post("/api/users", json={
@@ -67,6 +67,21 @@ async def test_a_taken_user_name_is_a_conflict(world: World) -> None:
     })
     assert response.status_code == 409
     assert len((await world.api.get("/api/users")).json()) == 1
+
+
+async def test_an_exchange_key_registered_twice_is_a_conflict(world: World) -> None:
+    """A second user with an already registered API key answers 409: one signal must never
+    open two positions on the same exchange account."""
+    keys = await world.new_account()
+    first = await world.api.post("/api/users", json={
+        "name": "dave", "api_key": keys.api_key, "api_secret": keys.api_secret})
+    assert first.status_code == 201
+    second = await world.api.post("/api/users", json={
+        "name": "dave-again", "api_key": keys.api_key, "api_secret": keys.api_secret})
+    assert second.status_code == 409
+    assert "already registered" in second.json()["detail"]
+    assert keys.api_key not in second.text and keys.api_secret not in second.text
+    assert [u["name"] for u in (await world.api.get("/api/users")).json()] == ["dave"]
 
 
 async def test_a_webhook_that_is_not_an_http_url_is_rejected_by_name(world: World) -> None:

@@ -82,7 +82,7 @@ class ExchangeAccount(Base):
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     label: Mapped[str] = mapped_column(String(100), default="default")
-    api_key: Mapped[str] = mapped_column(String(128))  # not secret, but never log it in full
+    api_key: Mapped[str] = mapped_column(String(128), unique=True)  # never logged in full
     api_secret_enc: Mapped[str] = mapped_column(Text)  # SecretBox token
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=wall_clock_ms)

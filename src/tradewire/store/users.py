@@ -51,7 +51,9 @@ async def create_user(
     now: int | None = None,
 ) -> tuple[User, ExchangeAccount]:
     """A new active user with one active exchange account (secret stored encrypted).
-    ``Conflict`` when the name is taken; the transaction stays usable."""
+    ``Conflict`` when the name or the API key is taken; the transaction stays usable."""
+    if await session.scalar(select(ExchangeAccount.id).where(ExchangeAccount.api_key == api_key)):
+        raise Conflict(f"API key {mask(api_key)} is already registered to another user")
     inserted = await session.scalar(
         insert_ignoring_conflicts(
             session, User, name=name, discord_webhook_url=discord_webhook_url, active=True,
