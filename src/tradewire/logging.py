@@ -35,6 +35,20 @@ def current() -> dict[str, Any]:
     return dict(_context.get())
 
 
+_make_record = logging.getLogRecordFactory()
+
+
+def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """Attach the bound fields when the record is made, not when it is formatted (handlers may
+    format later, elsewhere)."""
+    record = _make_record(*args, **kwargs)
+    record.tw_context = _context.get()
+    return record
+
+
+logging.setLogRecordFactory(_record_with_context)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -43,7 +57,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        out.update(_context.get())
+        out.update(getattr(record, "tw_context", None) or {})
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
             out.update(extra)
@@ -54,7 +68,8 @@ class JsonFormatter(logging.Formatter):
 
 class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        ctx = {**_context.get(), **(getattr(record, "fields", None) or {})}
+        ctx = {**(getattr(record, "tw_context", None) or {}),
+               **(getattr(record, "fields", None) or {})}
         tail = " ".join(f"{k}={v}" for k, v in ctx.items())
         line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.getMessage()}"
         if record.exc_info and record.exc_info[1] is not None:
