@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +48,17 @@ class Settings(BaseSettings):
     keepalive_interval_s: float = 30 * 60
     notifier_poll_s: float = 0.5
     worker_name: str = Field(default_factory=lambda: f"worker-{os.getpid()}")
+    # --- signal intake (see tradewire.intake.profiles for the profiles file format) ---
+    intake_profiles_file: Path | None = None  # JSON channel profiles; None: defaults only
+    intake_dedupe_window_s: float = Field(default=600.0, gt=0)  # same content → duplicate
+    intake_max_entry_distance_pct: Decimal = Field(default=Decimal(5), gt=0)  # entry vs mark
+    intake_confirm_ttl_s: float = Field(default=300.0, gt=0)  # how long a pending one may wait
+    intake_default_size_usdt: Decimal = Field(default=Decimal(100), gt=0)  # per account
+    intake_notional_base_usdt: Decimal = Field(default=Decimal(1000), gt=0)  # "Amount: 5%" base
+    intake_max_size_usdt: Decimal = Field(default=Decimal(1000), gt=0)  # hard cap per account
+    intake_default_leverage: int = Field(default=5, ge=1, le=125)  # when a signal names none
+    tradingview_secret: str = ""  # shared secret in alert bodies; empty: webhook refuses all
+    tradingview_budget_s: float = Field(default=2.0, gt=0)  # answer TradingView within this
 
     @field_validator("retry_delays_s", mode="before")
     @classmethod

@@ -24,11 +24,38 @@ class Side(StrEnum):
 
 
 class Leg(StrEnum):
-    """The three orders of one trade."""
+    """The orders of one trade: an entry, a stop-loss and up to ten take-profit targets."""
 
     ENTRY = "ENTRY"
     STOP_LOSS = "SL"
-    TAKE_PROFIT = "TP"
+    TAKE_PROFIT = "TP"  # the first (or only) target
+    TP2 = "TP2"
+    TP3 = "TP3"
+    TP4 = "TP4"
+    TP5 = "TP5"
+    TP6 = "TP6"
+    TP7 = "TP7"
+    TP8 = "TP8"
+    TP9 = "TP9"
+    TP10 = "TP10"
+
+    @property
+    def is_take_profit(self) -> bool:
+        return self.value.startswith("TP")
+
+    @property
+    def is_exit(self) -> bool:
+        return self is not Leg.ENTRY
+
+
+TP_LEGS: tuple[Leg, ...] = tuple(leg for leg in Leg if leg.is_take_profit)
+EXIT_LEGS: tuple[Leg, ...] = (Leg.STOP_LOSS, *TP_LEGS)
+MAX_TARGETS = len(TP_LEGS)
+
+
+def take_profit_leg(index: int) -> Leg:
+    """The leg of the ``index``-th target (0-based)."""
+    return TP_LEGS[index]
 
 
 class TradeStatus(StrEnum):
@@ -64,6 +91,14 @@ class EventKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class Target:
+    """A take-profit price and the share of the position it closes."""
+
+    price: Decimal
+    share: Decimal
+
+
+@dataclass(frozen=True)
 class Signal:
     """A validated trade signal (the body of ``POST /api/execute-trade``)."""
 
@@ -71,11 +106,16 @@ class Signal:
     symbol: str
     side: Side
     stop_loss: Decimal
-    take_profit: Decimal
+    targets: tuple[Target, ...]  # nearest first; shares sum to 1
     leverage: int
     size_usdt: Decimal  # position notional per account, in USDT
     entry_price: Decimal | None = None  # None: MARKET entry
     user_ids: tuple[int, ...] | None = None  # None: every subscribed user
+
+    @property
+    def take_profit(self) -> Decimal:
+        """The first target (the one stored on the trade row)."""
+        return self.targets[0].price
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,15 @@ Discord — on the embedded defaults and on PostgreSQL + Redis Streams + Redis l
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.e2e.conftest import Harness, start_harness
+from tests.e2e.conftest import Harness, stack_settings, start_harness
 
 from tradewire.bus.base import Envelope, partition_for
-from tradewire.cli.demo import closed_by, orders_placed, run_scenario
+from tradewire.cli.demo import closed_by, orders_placed, run_scenario, wait_streams
 from tradewire.config import Settings
 
 pytestmark = pytest.mark.timeout(120)
@@ -150,3 +151,48 @@ async def wait_until(check: Any, timeout_s: float = 10.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not check():
             await asyncio.sleep(0.02)
+
+
+async def test_several_targets_close_the_position_in_parts(tmp_path: Path) -> None:
+    """A LONG with two targets: the first closes half and keeps the trade ACTIVE under its stop;
+    the second closes the rest, the trade is CLOSED(TAKE_PROFIT) and the stop is cancelled."""
+    async for h in start_harness(stack_settings(tmp_path)):
+        headers = {"Authorization": f"Bearer {h.ends.token}"}
+        async with httpx.AsyncClient(base_url=h.ends.sim_url) as sim, httpx.AsyncClient(
+            base_url=h.ends.api_url, headers=headers
+        ) as api:
+            await sim.post("/sim/mark-price", json={"symbol": "BTCUSDT", "price": "60000"})
+            keys = (await sim.post("/sim/accounts", json={})).json()
+            await api.post("/api/users", json={"name": "tess", **keys,
+                                               "discord_webhook_url": f"{h.ends.webhook_base}/t"})
+            await wait_streams(sim, [keys["api_key"]], 10)
+            report = (await api.post("/api/execute-trade", json={
+                "signal_id": "two-targets", "symbol": "BTCUSDT", "side": "LONG",
+                "stop_loss": "58000", "take_profits": ["61000", "62000"], "leverage": 10,
+                "size_usdt": "1200"})).json()
+            trade_id = report["trades"][0]["trade_id"]
+            for price in ("60500", "61100"):
+                await sim.post("/sim/mark-price", json={"symbol": "BTCUSDT", "price": price})
+            trade = await wait_trade(api, trade_id, lambda t: leg(t, "TP") == "FILLED")
+            assert trade["status"] == "ACTIVE" and float(trade["realized_pnl"]) > 0
+            assert leg(trade, "SL") == "PLACED" and leg(trade, "TP2") == "PLACED"
+            await sim.post("/sim/mark-price", json={"symbol": "BTCUSDT", "price": "62100"})
+            trade = await wait_trade(api, trade_id, lambda t: t["status"] == "CLOSED")
+            assert trade["close_reason"] == "TAKE_PROFIT" and leg(trade, "SL") == "CANCELED"
+            account = (await sim.get(f"/sim/accounts/{keys['api_key']}")).json()
+            assert account["positions"] == [] and account["open_algo_orders"] == []
+
+
+def leg(trade: dict[str, Any], name: str) -> str:
+    return str(next(o["status"] for o in trade["orders"] if o["leg"] == name))
+
+
+async def wait_trade(api: httpx.AsyncClient, trade_id: int, done: Any) -> dict[str, Any]:
+    import asyncio
+
+    async with asyncio.timeout(10):
+        while True:
+            trade: dict[str, Any] = (await api.get(f"/api/trades/{trade_id}")).json()
+            if done(trade):
+                return trade
+            await asyncio.sleep(0.05)

@@ -5,9 +5,13 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from tradewire.domain import Side
+from tradewire.domain import Side, Target
 from tradewire.errors import InvalidInput
 from tradewire.trading.signals import SignalIn, check_prices
+
+
+def targets(*prices: int) -> tuple[Target, ...]:
+    return tuple(Target(Decimal(p), Decimal(1) / len(prices)) for p in prices)
 
 BASE = {
     "signal_id": "s1", "symbol": "btcusdt", "side": "long", "entry": "market",
@@ -59,13 +63,44 @@ def test_limit_entry_with_stop_above_it_is_rejected_for_a_long() -> None:
 
 def test_short_prices_mirror_long_ones() -> None:
     """For a SHORT the target is below and the stop above the price."""
-    check_prices(Side.SHORT, Decimal(100), Decimal(110), Decimal(90), reference="mark")
+    check_prices(Side.SHORT, Decimal(100), Decimal(110), targets(90), reference="mark")
     with pytest.raises(InvalidInput) as info:
-        check_prices(Side.SHORT, Decimal(100), Decimal(110), Decimal(105), reference="mark")
+        check_prices(Side.SHORT, Decimal(100), Decimal(110), targets(90, 105), reference="mark")
     assert info.value.field == "take_profit"
 
 
 def test_absurd_price_ratios_are_rejected() -> None:
     """Prices more than 10x apart are refused as absurd."""
     with pytest.raises(InvalidInput, match="10x"):
-        check_prices(Side.LONG, Decimal(100), Decimal(1), Decimal(200), reference="mark")
+        check_prices(Side.LONG, Decimal(100), Decimal(1), targets(200), reference="mark")
+
+
+def test_several_targets_split_the_position_evenly_unless_shares_are_given() -> None:
+    """``take_profits`` takes prices or {price, share}; missing shares split what is left."""
+    signal = SignalIn.model_validate({
+        **{k: v for k, v in BASE.items() if k != "take_profit"},
+        "take_profits": ["61000", {"price": "62000", "share": "0.5"}, "63000"],
+    }).to_signal()
+    assert [t.price for t in signal.targets] == [Decimal(61000), Decimal(62000), Decimal(63000)]
+    assert [t.share for t in signal.targets] == [Decimal("0.25"), Decimal("0.5"), Decimal("0.25")]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"take_profits": ["61000"]}, "exactly one of take_profit or take_profits"),
+        ({"take_profit": None, "take_profits": []}, "at least one target"),
+        ({"take_profit": None, "take_profits": [{"price": 61000, "share": 0.7},
+                                                {"price": 62000, "share": 0.7}]}, "add up to 1"),
+        ({"take_profit": None, "take_profits": [str(61000 + i) for i in range(11)]}, "at most 10"),
+        ({"take_profit": None, "take_profits": ["61000", "59000"]}, "wrong side"),
+    ],
+)
+def test_bad_target_lists_are_rejected(change: dict[str, object], message: str) -> None:
+    """Both target fields, no target, shares over 100%, more than ten, or one on the wrong side
+    of the entry are refused with a clear message."""
+    body = {**BASE, "entry": "60000", **change}
+    if body.get("take_profit") is None:
+        body.pop("take_profit", None)
+    with pytest.raises(ValidationError, match=message):
+        SignalIn.model_validate(body)

@@ -7,6 +7,8 @@ import pytest
 from tradewire.domain import CloseReason, DomainEvent, EventKind, Leg, TradeStatus
 from tradewire.processor.state import NOTHING, Notice, TradeView, decide
 
+BOTH = frozenset({Leg.STOP_LOSS, Leg.TAKE_PROFIT})
+
 
 def event(kind: EventKind, **kw: object) -> DomainEvent:
     return DomainEvent(kind=kind, event_id="e", account_id=1, symbol="BTCUSDT", **kw)  # type: ignore[arg-type]
@@ -27,7 +29,7 @@ def test_entry_fill_activates_an_open_trade() -> None:
 def test_stop_loss_fill_closes_the_trade_and_cancels_the_take_profit() -> None:
     """SL filled → CLOSED(STOP_LOSS), the TP is cancelled and the user told."""
     d = decide(
-        TradeView(TradeStatus.ACTIVE),
+        TradeView(TradeStatus.ACTIVE, open_exits=BOTH),
         Leg.STOP_LOSS,
         event(EventKind.SL_TRIGGERED, price=Decimal("58000"), realized_pnl=Decimal("-20")),
     )
@@ -40,9 +42,33 @@ def test_stop_loss_fill_closes_the_trade_and_cancels_the_take_profit() -> None:
 
 def test_take_profit_fill_cancels_the_stop_loss() -> None:
     """TP filled → CLOSED(TAKE_PROFIT), the SL is cancelled."""
-    d = decide(TradeView(TradeStatus.ACTIVE), Leg.TAKE_PROFIT, event(EventKind.TP_TRIGGERED))
+    d = decide(TradeView(TradeStatus.ACTIVE, open_exits=BOTH), Leg.TAKE_PROFIT,
+               event(EventKind.TP_TRIGGERED))
     assert d.trade_updates["close_reason"] is CloseReason.TAKE_PROFIT
     assert d.cancel_legs == (Leg.STOP_LOSS,)
+
+
+def test_a_target_filling_before_the_last_closes_part_of_the_position() -> None:
+    """TP1 of three fills: the trade stays ACTIVE, its PnL grows, the user is told, nothing
+    is cancelled."""
+    view = TradeView(TradeStatus.ACTIVE, open_exits=frozenset({Leg.STOP_LOSS, Leg.TAKE_PROFIT,
+                                                               Leg.TP2, Leg.TP3}))
+    d = decide(view, Leg.TAKE_PROFIT, event(EventKind.TP_TRIGGERED, realized_pnl=Decimal(5)))
+    assert "status" not in d.trade_updates and d.trade_updates["realized_pnl_delta"] == 5
+    assert d.order_status == "FILLED" and d.cancel_legs == () and d.notice is Notice.TAKE_PROFIT_HIT
+
+
+def test_the_last_target_closes_the_trade_and_the_stop_loss_cancels_every_target() -> None:
+    """The last open target closes the trade and cancels the stop; a stop fill cancels all
+    targets still open."""
+    last = decide(TradeView(TradeStatus.ACTIVE, open_exits=frozenset({Leg.STOP_LOSS, Leg.TP3})),
+                  Leg.TP3, event(EventKind.TP_TRIGGERED))
+    assert last.trade_updates["status"] is TradeStatus.CLOSED
+    assert last.cancel_legs == (Leg.STOP_LOSS,)
+    stop = decide(TradeView(TradeStatus.ACTIVE,
+                            open_exits=frozenset({Leg.STOP_LOSS, Leg.TP2, Leg.TP3})),
+                  Leg.STOP_LOSS, event(EventKind.SL_TRIGGERED))
+    assert set(stop.cancel_legs) == {Leg.TP2, Leg.TP3}
 
 
 @pytest.mark.parametrize("kind", [EventKind.SL_TRIGGERED, EventKind.TP_TRIGGERED])
@@ -68,7 +94,7 @@ def test_entry_cancel_cancels_both_exits() -> None:
     """A resting entry cancelled before any fill ends the trade and removes SL and TP."""
     d = decide(TradeView(TradeStatus.OPEN), Leg.ENTRY, event(EventKind.ENTRY_CANCELED))
     assert d.trade_updates["status"] is TradeStatus.CANCELED
-    assert set(d.cancel_legs) == {Leg.STOP_LOSS, Leg.TAKE_PROFIT}
+    assert {Leg.STOP_LOSS, Leg.TAKE_PROFIT} <= set(d.cancel_legs)
 
 
 def test_second_entry_fill_updates_quantity_without_a_second_notice() -> None:
@@ -95,4 +121,4 @@ def test_liquidation_closes_and_cancels_both_exits() -> None:
     """A liquidation closes the trade and removes both protective orders."""
     d = decide(TradeView(TradeStatus.ACTIVE), Leg.ENTRY, event(EventKind.LIQUIDATED))
     assert d.trade_updates["close_reason"] is CloseReason.LIQUIDATION
-    assert set(d.cancel_legs) == {Leg.STOP_LOSS, Leg.TAKE_PROFIT}
+    assert {Leg.STOP_LOSS, Leg.TAKE_PROFIT} <= set(d.cancel_legs)

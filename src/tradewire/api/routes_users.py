@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -23,6 +24,8 @@ class UserIn(BaseModel):
     api_key: Annotated[str, Field(min_length=8, max_length=128)]
     api_secret: Annotated[str, Field(min_length=8, max_length=256, repr=False)]
     discord_webhook_url: str | None = None
+    max_leverage: Annotated[int, Field(ge=1, le=125)] | None = None  # caps every signal
+    max_position_usdt: Annotated[Decimal, Field(gt=0)] | None = None
 
     @field_validator("discord_webhook_url")
     @classmethod
@@ -38,6 +41,9 @@ def user_json(user: User, api_key: str | None = None) -> dict[str, Any]:
         "name": user.name,
         "active": user.active,
         "discord_webhook": bool(user.discord_webhook_url),
+        "max_leverage": user.max_leverage,
+        "max_position_usdt": None if user.max_position_usdt is None else str(
+            user.max_position_usdt),
         "created_at": user.created_at,
     }
     if api_key is not None:
@@ -50,7 +56,8 @@ async def create_user(body: UserIn, d: Deps) -> dict[str, Any]:
     async with d.sessions.begin() as session:
         user, account = await users.create_user(
             session, d.box, name=body.name, api_key=body.api_key, api_secret=body.api_secret,
-            discord_webhook_url=body.discord_webhook_url,
+            discord_webhook_url=body.discord_webhook_url, max_leverage=body.max_leverage,
+            max_position_usdt=body.max_position_usdt,
         )
     return user_json(user, account.api_key)
 

@@ -8,7 +8,7 @@ exchange sets to the algo order's ``clientAlgoId``.
 from __future__ import annotations
 
 from tradewire.bus.base import Envelope
-from tradewire.domain import DomainEvent, EventKind, Leg, leg_of_client_id
+from tradewire.domain import EXIT_LEGS, DomainEvent, EventKind, Leg, leg_of_client_id
 from tradewire.errors import PermanentError
 from tradewire.exchange.wire import (
     AccountUpdate,
@@ -18,8 +18,10 @@ from tradewire.exchange.wire import (
     parse_event,
 )
 
-_EXIT_FILLED = {Leg.STOP_LOSS: EventKind.SL_TRIGGERED, Leg.TAKE_PROFIT: EventKind.TP_TRIGGERED}
-_EXIT_CANCELED = {Leg.STOP_LOSS: EventKind.SL_CANCELED, Leg.TAKE_PROFIT: EventKind.TP_CANCELED}
+_EXIT_FILLED = {leg: EventKind.TP_TRIGGERED if leg.is_take_profit else EventKind.SL_TRIGGERED
+                for leg in EXIT_LEGS}
+_EXIT_CANCELED = {leg: EventKind.TP_CANCELED if leg.is_take_profit else EventKind.SL_CANCELED
+                  for leg in EXIT_LEGS}
 _ENTRY_BY_STATUS = {
     "FILLED": EventKind.ENTRY_FILLED,
     "PARTIALLY_FILLED": EventKind.ENTRY_PARTIALLY_FILLED,

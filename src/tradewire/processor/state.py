@@ -3,9 +3,13 @@
 ::
 
     PENDING ──entry placed──▶ OPEN ──ENTRY_FILLED──▶ ACTIVE ──SL_TRIGGERED──▶ CLOSED(STOP_LOSS)
-       │                        │                       ├──TP_TRIGGERED──▶ CLOSED(TAKE_PROFIT)
+       │                        │                       ├──last TP filled─▶ CLOSED(TAKE_PROFIT)
        └──entry rejected──▶ FAILED                      └──LIQUIDATED───▶ CLOSED(LIQUIDATION)
                                 └──ENTRY_CANCELED──▶ CANCELED
+
+A take-profit that fills while other targets are still open closes part of the position: the
+trade stays ACTIVE and its realised PnL grows. The stop-loss filling closes what is left and
+cancels every open target; the last target filling cancels the stop-loss.
 
 Events that do not apply in the current state (duplicates, late or reordered events) decide
 nothing: applying the same event twice can never change a trade twice.
@@ -18,7 +22,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from tradewire.domain import CloseReason, DomainEvent, EventKind, Leg, TradeStatus
+from tradewire.domain import EXIT_LEGS, CloseReason, DomainEvent, EventKind, Leg, TradeStatus
 
 
 class Notice(StrEnum):
@@ -39,6 +43,7 @@ class TradeView:
 
     status: TradeStatus
     quantity: Decimal | None = None
+    open_exits: frozenset[Leg] = frozenset()  # exit legs still working at the exchange
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,7 @@ class Decision:
 NOTHING = Decision()
 
 _LIVE = (TradeStatus.PENDING, TradeStatus.OPEN, TradeStatus.ACTIVE)
-_SIBLING = {Leg.STOP_LOSS: Leg.TAKE_PROFIT, Leg.TAKE_PROFIT: Leg.STOP_LOSS}
-_BOTH_EXITS = (Leg.STOP_LOSS, Leg.TAKE_PROFIT)
+_BOTH_EXITS = EXIT_LEGS
 
 
 def decide(trade: TradeView, leg: Leg, event: DomainEvent) -> Decision:
@@ -91,22 +95,27 @@ def _entry_canceled(trade: TradeView, leg: Leg, event: DomainEvent) -> Decision:
 
 
 def _exit_filled(trade: TradeView, leg: Leg, event: DomainEvent) -> Decision:
-    if leg not in _SIBLING or trade.status not in _LIVE:
+    if not leg.is_exit or trade.status not in _LIVE:
         return NOTHING
-    reason = CloseReason.STOP_LOSS if leg is Leg.STOP_LOSS else CloseReason.TAKE_PROFIT
-    updates: dict[str, Any] = {
+    others = trade.open_exits - {leg}
+    if leg.is_take_profit and any(other.is_take_profit for other in others):
+        updates: dict[str, Any] = {}  # a partial take-profit: the position stays on
+        _add_costs(updates, event)
+        return Decision(updates, "FILLED", (), Notice.TAKE_PROFIT_HIT)
+    reason = CloseReason.TAKE_PROFIT if leg.is_take_profit else CloseReason.STOP_LOSS
+    updates = {
         "status": TradeStatus.CLOSED,
         "close_reason": reason,
         "exit_price": event.price,
         "closed_at_ms": event.event_time_ms,
     }
     _add_costs(updates, event)
-    notice = Notice.STOP_LOSS_HIT if leg is Leg.STOP_LOSS else Notice.TAKE_PROFIT_HIT
-    return Decision(updates, "FILLED", (_SIBLING[leg],), notice)
+    notice = Notice.TAKE_PROFIT_HIT if leg.is_take_profit else Notice.STOP_LOSS_HIT
+    return Decision(updates, "FILLED", tuple(sorted(others)), notice)
 
 
 def _exit_canceled(trade: TradeView, leg: Leg, event: DomainEvent) -> Decision:
-    if leg not in _SIBLING:
+    if not leg.is_exit:
         return NOTHING
     if trade.status is TradeStatus.ACTIVE:  # cancelled while the position is on: unprotected
         return Decision({}, "CANCELED", (), Notice.PROTECTION_LOST)
@@ -117,7 +126,7 @@ def _rejected(trade: TradeView, leg: Leg, event: DomainEvent) -> Decision:
     if leg is Leg.ENTRY and trade.status in (TradeStatus.PENDING, TradeStatus.OPEN):
         updates = {"status": TradeStatus.FAILED, "error": event.reason}
         return Decision(updates, "REJECTED", _BOTH_EXITS, Notice.ORDER_REJECTED)
-    if leg in _SIBLING and trade.status in _LIVE:
+    if leg.is_exit and trade.status in _LIVE:
         return Decision({"error": event.reason}, "REJECTED", (), Notice.ORDER_REJECTED)
     return NOTHING
 

@@ -97,7 +97,7 @@ class EventProcessor:
             if order is None:
                 return []  # not one of ours: recorded as processed, nothing else
             trade = await trades.get_trade(session, order.trade_id)
-            decision = decide(TradeView(trade.status, trade.quantity), order.leg, event)
+            decision = decide(_view(trade), order.leg, event)
             return [_Plan(trade, order, decision)] if decision.changed else []
 
     async def _liquidation_plans(self, session: AsyncSession, event: DomainEvent) -> list[_Plan]:
@@ -108,7 +108,7 @@ class EventProcessor:
         plans = []
         for row in live:
             trade = await trades.get_trade(session, row.id)
-            plans.append(_Plan(trade, None, decide(TradeView(trade.status), Leg.ENTRY, event)))
+            plans.append(_Plan(trade, None, decide(_view(trade), Leg.ENTRY, event)))
         return plans
 
     async def _follow_up(self, plan: _Plan) -> None:
@@ -178,6 +178,13 @@ class EventProcessor:
             session, user_id=user.id, webhook_url=user.discord_webhook_url,
             payload=trade_embed(decision.notice, fields),
         )
+
+
+def _view(trade: Trade) -> TradeView:
+    """What the state machine needs to know of a trade (its orders loaded)."""
+    working = frozenset(o.leg for o in trade.orders
+                        if o.leg.is_exit and o.status not in _DONE_ORDER)
+    return TradeView(trade.status, trade.quantity, working)
 
 
 def _same_phase(trade: Trade) -> list[TradeStatus]:

@@ -73,6 +73,8 @@ class User(Base):
     discord_webhook_url: Mapped[str | None] = mapped_column(String(500))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=wall_clock_ms)
+    max_leverage: Mapped[int | None] = mapped_column(Integer)  # None: the signal's leverage
+    max_position_usdt: Mapped[Decimal | None] = mapped_column(Money)  # None: the signal's size
 
 
 class ExchangeAccount(Base):
@@ -188,3 +190,53 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(BigInteger, default=wall_clock_ms)
     sent_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class IntakeStatus(StrEnum):
+    """Where one intake message stands (``intake_messages.status``)."""
+
+    PENDING_CONFIRMATION = "PENDING_CONFIRMATION"  # clean, waits for an operator
+    EXECUTING = "EXECUTING"  # accepted and handed to the executor (row written first)
+    EXECUTED = "EXECUTED"  # the executor placed it (``signal_id`` set)
+    FAILED = "FAILED"  # the executor raised: see ``reason``
+    REJECTED = "REJECTED"  # parser, safety check or operator said no
+    DUPLICATE = "DUPLICATE"  # same content as another message of the channel in the window
+    STALE = "STALE"  # older than the channel's max lag (backlog replays land here)
+    CANCELLED = "CANCELLED"  # deleted by its author before execution
+    IGNORED = "IGNORED"  # status posts, updates, noise: never executed
+
+
+class IntakeMessage(Base):
+    """One message from a source, keyed by (source, channel, message_id): the intake ledger.
+
+    Edits update the row (``edit`` is the newest edit seen); an edit after execution never
+    re-executes and is only described in ``note``."""
+
+    __tablename__ = "intake_messages"
+    __table_args__ = (
+        UniqueConstraint("source", "channel", "message_id"),
+        Index("ix_intake_messages_channel_received", "source", "channel", "received_at_ms"),
+    )
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    source: Mapped[str] = mapped_column(String(20))
+    channel: Mapped[str] = mapped_column(String(200))
+    message_id: Mapped[str] = mapped_column(String(200))
+    edit: Mapped[int] = mapped_column(Integer, default=0)
+    reply_to: Mapped[str | None] = mapped_column(String(200))
+    author: Mapped[str | None] = mapped_column(String(200))
+    sent_at_ms: Mapped[int] = mapped_column(BigInteger)
+    received_at_ms: Mapped[int] = mapped_column(BigInteger)
+    text: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    parsed: Mapped[str | None] = mapped_column(Text)  # JSON: ParsedSignal.as_json()
+    plan: Mapped[str | None] = mapped_column(Text)  # JSON: the order the checks accepted
+    decision: Mapped[str | None] = mapped_column(String(20))  # execute / confirm / reject
+    kind: Mapped[str | None] = mapped_column(String(20))  # new / update / status / unknown
+    status: Mapped[IntakeStatus] = mapped_column(EnumText(IntakeStatus), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)  # edits/deletes seen after execution
+    signal_id: Mapped[str | None] = mapped_column(String(128))
+    execution: Mapped[str | None] = mapped_column(Text)  # JSON: ExecutionReport.as_json()
+    created_at: Mapped[int] = mapped_column(BigInteger, default=wall_clock_ms)
+    updated_at: Mapped[int] = mapped_column(BigInteger, default=wall_clock_ms)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +27,8 @@ class AccountCredentials:
     api_key: str
     api_secret: str
     webhook_url: str | None
+    max_leverage: int | None = None
+    max_position_usdt: Decimal | None = None
 
     def __repr__(self) -> str:
         return (
@@ -49,6 +52,8 @@ async def create_user(
     discord_webhook_url: str | None = None,
     label: str = DEFAULT_LABEL,
     now: int | None = None,
+    max_leverage: int | None = None,
+    max_position_usdt: Decimal | None = None,
 ) -> tuple[User, ExchangeAccount]:
     """A new active user with one active exchange account (secret stored encrypted).
     ``Conflict`` when the name or the API key is taken; the transaction stays usable."""
@@ -57,7 +62,8 @@ async def create_user(
     inserted = await session.scalar(
         insert_ignoring_conflicts(
             session, User, name=name, discord_webhook_url=discord_webhook_url, active=True,
-            created_at=now_ms(now),
+            created_at=now_ms(now), max_leverage=max_leverage,
+            max_position_usdt=max_position_usdt,
         ).returning(User.id)
     )
     if inserted is None:
@@ -116,7 +122,7 @@ async def subscribed_accounts(
     if user_ids is not None:
         query = query.where(User.id.in_(list(user_ids)))
     rows = await session.execute(query.order_by(ExchangeAccount.id))
-    return [_credentials(box, account, webhook) for account, webhook in rows]
+    return [_credentials(box, account, user) for account, user in rows]
 
 
 async def active_accounts(session: AsyncSession, box: SecretBox) -> list[AccountCredentials]:
@@ -124,19 +130,17 @@ async def active_accounts(session: AsyncSession, box: SecretBox) -> list[Account
     return await subscribed_accounts(session, box, None)
 
 
-def _credentials_query() -> Select[ExchangeAccount, str | None]:
-    return select(ExchangeAccount, User.discord_webhook_url).join(
-        User, User.id == ExchangeAccount.user_id
-    )
+def _credentials_query() -> Select[ExchangeAccount, User]:
+    return select(ExchangeAccount, User).join(User, User.id == ExchangeAccount.user_id)
 
 
-def _credentials(
-    box: SecretBox, account: ExchangeAccount, webhook: str | None
-) -> AccountCredentials:
+def _credentials(box: SecretBox, account: ExchangeAccount, user: User) -> AccountCredentials:
     return AccountCredentials(
         account_id=account.id,
         user_id=account.user_id,
         api_key=account.api_key,
         api_secret=box.decrypt(account.api_secret_enc),
-        webhook_url=webhook,
+        webhook_url=user.discord_webhook_url,
+        max_leverage=user.max_leverage,
+        max_position_usdt=user.max_position_usdt,
     )

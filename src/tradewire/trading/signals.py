@@ -7,12 +7,13 @@ are no defaults for side or stop-loss: a signal without them is rejected, never 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tradewire.domain import Side, Signal
+from tradewire.domain import MAX_TARGETS, Side, Signal, Target
 from tradewire.errors import InvalidInput
 
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,20}USDT$")
@@ -32,6 +33,43 @@ def _decimal(value: Any, name: str) -> Decimal:
     return number
 
 
+class TargetIn(BaseModel):
+    """One target: ``{"price": "62000", "share": "0.5"}`` or just a price."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    price: str | float
+    share: str | float | None = None
+
+    @field_validator("price")
+    @classmethod
+    def _price(cls, value: str | float) -> str:
+        return str(_decimal(value, "take_profits.price"))
+
+    @field_validator("share")
+    @classmethod
+    def _share(cls, value: str | float | None) -> str | None:
+        if value is None:
+            return None
+        share = _decimal(value, "take_profits.share")
+        if share > 1:
+            raise ValueError("take_profits.share is a fraction of the position (0..1]")
+        return str(share)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_price(cls, value: Any) -> Any:
+        return {"price": value} if isinstance(value, str | int | float) else value
+
+    @property
+    def price_decimal(self) -> Decimal:
+        return Decimal(str(self.price))
+
+    @property
+    def share_decimal(self) -> Decimal | None:
+        return None if self.share is None else Decimal(str(self.share))
+
+
 class SignalIn(BaseModel):
     """Body of ``POST /api/execute-trade``."""
 
@@ -42,7 +80,8 @@ class SignalIn(BaseModel):
     side: str
     entry: str | float = "market"
     stop_loss: str | float
-    take_profit: str | float
+    take_profit: str | float | None = None  # one target, or:
+    take_profits: list[TargetIn] | None = None  # several, nearest first (shares optional)
     leverage: Annotated[int, Field(ge=1, le=125)] = 10
     size_usdt: str | float
     users: list[int] | None = None
@@ -64,8 +103,8 @@ class SignalIn(BaseModel):
 
     @field_validator("stop_loss", "take_profit", "size_usdt")
     @classmethod
-    def _positive(cls, value: str | float, info: Any) -> str:
-        return str(_decimal(value, info.field_name))
+    def _positive(cls, value: str | float | None, info: Any) -> str | None:
+        return None if value is None else str(_decimal(value, info.field_name))
 
     @field_validator("entry")
     @classmethod
@@ -83,13 +122,23 @@ class SignalIn(BaseModel):
 
     @model_validator(mode="after")
     def _prices_on_the_right_side(self) -> SignalIn:
+        targets = self.targets()  # raises ValueError naming take_profit(s)
         if self.entry != "market":
             try:
                 check_prices(Side(self.side), Decimal(self.entry), Decimal(self.stop_loss),
-                             Decimal(self.take_profit), reference="entry")
+                             targets, reference="entry")
             except InvalidInput as exc:
                 raise ValueError(str(exc)) from exc
         return self
+
+    def targets(self) -> tuple[Target, ...]:
+        """The take-profit targets with their shares (even split where none is given)."""
+        if (self.take_profit is None) == (self.take_profits is None):
+            raise ValueError("give exactly one of take_profit or take_profits")
+        if self.take_profit is not None:
+            return (Target(Decimal(self.take_profit), Decimal(1)),)
+        assert self.take_profits is not None
+        return split_shares([(t.price_decimal, t.share_decimal) for t in self.take_profits])
 
     def to_signal(self) -> Signal:
         return Signal(
@@ -97,7 +146,7 @@ class SignalIn(BaseModel):
             symbol=self.symbol,
             side=Side(self.side),
             stop_loss=Decimal(self.stop_loss),
-            take_profit=Decimal(self.take_profit),
+            targets=self.targets(),
             leverage=self.leverage,
             size_usdt=Decimal(self.size_usdt),
             entry_price=None if self.entry == "market" else Decimal(self.entry),
@@ -106,16 +155,38 @@ class SignalIn(BaseModel):
 
 
 def check_prices(
-    side: Side, price: Decimal, stop_loss: Decimal, take_profit: Decimal, *, reference: str
+    side: Side, price: Decimal, stop_loss: Decimal, targets: Sequence[Target], *, reference: str
 ) -> None:
-    """Stop below and target above the price for a LONG (mirrored for a SHORT), and no two
+    """Stop below and targets above the price for a LONG (mirrored for a SHORT), and no two
     prices more than 10x apart. Raises ``InvalidInput`` naming the offending field."""
-    low, high = (stop_loss, take_profit) if side is Side.LONG else (take_profit, stop_loss)
-    if not low < price < high:
-        field = "stop_loss" if (stop_loss >= price) == (side is Side.LONG) else "take_profit"
+    up = 1 if side is Side.LONG else -1
+    if (price - stop_loss) * up <= 0:
         raise InvalidInput(
-            f"{field} is on the wrong side of the {reference} price {price} for a {side.value}",
-            field=field,
+            f"stop_loss is on the wrong side of the {reference} price {price} for a {side.value}",
+            field="stop_loss",
         )
-    if max(low, price, high) > MAX_PRICE_RATIO * min(low, price, high):
+    for target in targets:
+        if (target.price - price) * up <= 0:
+            raise InvalidInput(
+                f"take_profit {target.price} is on the wrong side of the {reference} price "
+                f"{price} for a {side.value}",
+                field="take_profit",
+            )
+    prices = [price, stop_loss, *(t.price for t in targets)]
+    if max(prices) > MAX_PRICE_RATIO * min(prices):
         raise InvalidInput("prices more than 10x apart: refusing an absurd signal", field="entry")
+
+
+def split_shares(targets: Sequence[tuple[Decimal, Decimal | None]]) -> tuple[Target, ...]:
+    """Targets with shares summing to 1: given shares are kept, the rest split evenly among the
+    targets without one. ``ValueError`` on more than ten targets or shares above 1."""
+    if not targets:
+        raise ValueError("take_profits must name at least one target")
+    if len(targets) > MAX_TARGETS:
+        raise ValueError(f"take_profits: at most {MAX_TARGETS} targets")
+    given = sum((share for _, share in targets if share is not None), Decimal(0))
+    missing = [i for i, (_, share) in enumerate(targets) if share is None]
+    if given > 1 or (not missing and given != 1):
+        raise ValueError("take_profits shares must add up to 1 (100%)")
+    rest = (Decimal(1) - given) / len(missing) if missing else Decimal(0)
+    return tuple(Target(price, rest if share is None else share) for price, share in targets)
