@@ -4,6 +4,7 @@
 
     TradewireError
     ├── ConfigError                 bad or missing configuration
+    │   └── DiscordGatewayFatal     Discord refused the bot for good (bad token, 4014 intents)
     ├── InvalidInput                a request or signal that cannot be accepted (API: 422)
     ├── NotFound                    (API: 404)
     ├── Conflict                    (API: 409)

@@ -137,3 +137,23 @@ async def db(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) 
     await upgrade(settings.resolved_database_url)
     _say(f"database migrated: {settings.resolved_database_url.split('@')[-1]}")
     return 0
+
+
+def _api_url(args: argparse.Namespace, settings: Settings) -> str:
+    given: str | None = getattr(args, "api_url", None)
+    return given or f"http://{settings.api_host}:{settings.api_port}"
+
+
+async def monitor(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> int:
+    """A signal source posting RawMessages to the intake API of this deployment."""
+    from tradewire.errors import ConfigError
+
+    try:
+        if args.source == "discord-bot":
+            from tradewire.intake.discord.cli import run_from_args
+
+            await run_from_args(args, _api_url(args, settings), operator_token(settings), stop)
+    except ConfigError as exc:
+        _say(f"monitor stopped: {exc}")
+        return 2
+    return 0

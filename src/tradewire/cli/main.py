@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade"])
     sub.add_parser("demo", help="the demo scenario to completion; prints a JSON summary last")
+    monitor = sub.add_parser("monitor", help="signal sources that post to the intake API")
+    sources = monitor.add_subparsers(dest="source", required=True)
+    from tradewire.intake.discord.cli import add_arguments as bot_arguments
+
+    bot_arguments(sources.add_parser(
+        "discord-bot", help="Discord bot (official token, MESSAGE_CONTENT intent)"))
     return parser
 
 
@@ -73,6 +79,7 @@ def _commands() -> dict[str, Command]:
         "run": commands.run, "api": commands.api, "streams": commands.streams,
         "worker": commands.worker, "notifier": commands.notifier,
         "simulator": commands.simulator, "db": commands.db, "demo": commands.demo,
+        "monitor": commands.monitor,
     }
 
 

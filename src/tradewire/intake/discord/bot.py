@@ -39,15 +39,19 @@ from tradewire.intake.discord.gateway import (
     StartHeartbeat,
 )
 from tradewire.intake.discord.messages import MessageTranslator
+from tradewire.intake.discord.poster import IntakePoster, drain, post_forever
 from tradewire.intake.model import RawMessage
 from tradewire.logging import log
 
 logger = logging.getLogger("tradewire.intake.discord")
 
 DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg/?v=10&encoding=json"
-INTAKE_PATH = "/api/intake/messages"
 
 _NETWORK_TROUBLE = (OSError, WebSocketException, TimeoutError)
+
+# websockets logs frames at DEBUG; Identify and Resume frames carry the bot token
+_WS_LOGGER = logging.getLogger("tradewire.intake.discord.websocket")
+_WS_LOGGER.setLevel(logging.INFO)
 
 
 @dataclass(frozen=True)
@@ -65,53 +69,6 @@ class BotOptions:
     queue_size: int = 10_000
 
 
-class IntakePoster:
-    """Posts ``RawMessage``s to the API: retries what may succeed later, drops what cannot."""
-
-    def __init__(self, http: httpx.AsyncClient, options: BotOptions) -> None:
-        self.http = http
-        self.options = options
-        self.posted = 0
-        self.dropped = 0
-        self.retries = 0
-
-    async def post(self, message: RawMessage) -> bool:
-        """True when the API accepted it; False when it refused it for good (4xx)."""
-        first, most = self.options.post_backoff_s
-        delay = first
-        while True:
-            verdict = await self._attempt(message)
-            if verdict is not None:
-                return verdict
-            self.retries += 1
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, most)
-
-    async def _attempt(self, message: RawMessage) -> bool | None:
-        fields = {"channel": message.channel, "messageId": message.message_id,
-                  "edit": message.edit, "deleted": message.deleted}
-        try:
-            response = await self.http.post(
-                INTAKE_PATH, content=message.model_dump_json(),
-                headers={"content-type": "application/json"}, timeout=self.options.post_timeout_s)
-        except httpx.HTTPError as exc:
-            log(logger, logging.WARNING, "intake API unreachable; retrying",
-                error=type(exc).__name__, **fields)
-            return None
-        status = response.status_code
-        if status < 300:
-            self.posted += 1
-            log(logger, logging.INFO, "message posted to intake", **fields)
-            return True
-        if status == 429 or status >= 500:
-            log(logger, logging.WARNING, "intake API busy; retrying", status=status, **fields)
-            return None
-        self.dropped += 1
-        log(logger, logging.ERROR, "intake API refused the message; dropped", status=status,
-            error=response.text[:300], **fields)
-        return False
-
-
 class GatewayClient:
     """Keeps one gateway session connected until ``stop`` is set (or a fatal close)."""
 
@@ -124,6 +81,7 @@ class GatewayClient:
         self.budget = IdentifyBudget(options.identify_interval_s, options.identifies_per_day)
         self.connections = 0
         self._pending: Reconnect | None = None  # set by the heartbeat task on a zombie socket
+        self._was_ready = False  # the current/last socket got READY or RESUMED
 
     async def run(self, stop: asyncio.Event) -> None:
         """Raises ``DiscordGatewayFatal`` when Discord refuses the bot for good."""
@@ -132,14 +90,18 @@ class GatewayClient:
             if not self.session.can_resume:
                 await _wait(self.budget.wait_s(time.monotonic()), stop)
             reason: Reconnect | None = None
+            self._was_ready = False
             try:
                 reason = await self._connection(self._next_url(), stop)
-            except _NETWORK_TROUBLE as exc:
-                log(logger, logging.WARNING, "discord gateway unreachable",
+            except DiscordGatewayFatal:
+                raise
+            except Exception as exc:  # even a bug must not leave the channels unwatched
+                level = logging.WARNING if isinstance(exc, _NETWORK_TROUBLE) else logging.ERROR
+                log(logger, level, "discord gateway connection failed",
                     error=f"{type(exc).__name__}: {exc}")
             if stop.is_set():
                 return
-            if self.session.ready:  # the last connection worked: start the backoff over
+            if self._was_ready:  # the last connection worked: start the backoff over
                 backoff = self.options.backoff_s[0]
             if reason is not None and reason.cooldown:
                 wait = random.uniform(*self.options.invalid_session_wait_s)
@@ -159,7 +121,7 @@ class GatewayClient:
     async def _connection(self, url: str, stop: asyncio.Event) -> Reconnect | None:
         """One socket, until it closes. Returns why to reconnect (None: stopping)."""
         self._pending = None
-        async with connect(url, ping_interval=None, max_size=None,
+        async with connect(url, ping_interval=None, max_size=None, logger=_WS_LOGGER,
                            open_timeout=self.options.open_timeout_s) as ws:
             self.session.connection_opened()
             self.connections += 1
@@ -174,6 +136,7 @@ class GatewayClient:
                 return await self._perform_all(
                     ws, tasks, self.session.connection_closed(exc.rcvd.code if exc.rcvd else None))
             finally:
+                self._was_ready = self.session.ready
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -192,6 +155,9 @@ class GatewayClient:
             if isinstance(action, Send):
                 await self._send(ws, action)
             elif isinstance(action, StartHeartbeat):
+                for stale in tasks[1:]:  # tasks[0] watches stop; at most one heartbeat runs
+                    stale.cancel()
+                del tasks[1:]
                 tasks.append(asyncio.create_task(self._heartbeat(ws, action.interval_s)))
             elif isinstance(action, Dispatch):
                 await self.on_dispatch(action)
@@ -252,41 +218,27 @@ async def run_discord_bot(
 
     async def on_dispatch(dispatch: Dispatch) -> None:
         _log_session_event(dispatch)
-        for message in translator.translate(dispatch.event, dispatch.data):
+        try:
+            messages = translator.translate(dispatch.event, dispatch.data)
+        except Exception as exc:  # one odd event must not take the listener down
+            log(logger, logging.ERROR, "discord event not understood; skipped",
+                event=dispatch.event, error=repr(exc))
+            return
+        for message in messages:
             await queue.put(message)
 
     client = http or httpx.AsyncClient(
         base_url=api_url.rstrip("/"), headers={"Authorization": f"Bearer {api_token}"})
-    poster = IntakePoster(client, options)
-    posting = asyncio.create_task(_post_forever(queue, poster))
+    poster = IntakePoster(client, options.post_backoff_s, options.post_timeout_s)
+    posting = asyncio.create_task(post_forever(queue, poster))
     log(logger, logging.INFO, "discord bot starting", channels=sorted(translator.channel_ids),
         authors=sorted(translator.author_ids), intents=intents)
     try:
         await GatewayClient(session, gateway_url, on_dispatch, options).run(stop)
     finally:
-        await _drain(queue, posting, options.drain_timeout_s)
+        await drain(queue, posting, options.drain_timeout_s)
         if http is None:
             await client.aclose()
-
-
-async def _post_forever(queue: asyncio.Queue[RawMessage], poster: IntakePoster) -> None:
-    while True:
-        message = await queue.get()
-        try:
-            await poster.post(message)
-        finally:
-            queue.task_done()
-
-
-async def _drain(queue: asyncio.Queue[RawMessage], posting: asyncio.Task[None],
-                 timeout_s: float) -> None:
-    try:
-        await asyncio.wait_for(queue.join(), timeout_s)
-    except TimeoutError:
-        log(logger, logging.ERROR, "stopping with messages not posted", count=queue.qsize() + 1)
-    finally:
-        posting.cancel()
-        await asyncio.gather(posting, return_exceptions=True)
 
 
 def _log_session_event(dispatch: Dispatch) -> None:

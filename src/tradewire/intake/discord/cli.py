@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Mapping
 
 from tradewire.errors import ConfigError
-from tradewire.intake.discord.bot import DEFAULT_GATEWAY_URL, run_discord_bot
+from tradewire.intake.discord.bot import DEFAULT_GATEWAY_URL, BotOptions, run_discord_bot
 
 TOKEN_ENV = "DISCORD_BOT_TOKEN"
 
@@ -58,11 +58,13 @@ def snowflakes(values: Iterable[str], what: str) -> list[str]:
 
 
 async def run_from_args(args: argparse.Namespace, api_url: str, api_token: str,
-                        stop: asyncio.Event) -> None:
+                        stop: asyncio.Event, *, options: BotOptions | None = None) -> None:
+    """Run the bot as the command line asked; ``ConfigError`` for bad or missing arguments,
+    ``DiscordGatewayFatal`` when Discord refuses the bot."""
     channels = snowflakes(args.channel_ids, "channel")
     if not channels:
         raise ConfigError("give at least one --channel to watch")
     await run_discord_bot(
         args.api_url or api_url, api_token, bot_token(args), channels, stop,
         gateway_url=args.gateway_url, author_ids=snowflakes(args.author_ids, "author"),
-        direct_messages=args.direct_messages)
+        direct_messages=args.direct_messages, options=options)
