@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from tradewire import __version__
-from tradewire.api import routes_signals, routes_trades, routes_users
+from tradewire.api import routes_intake, routes_signals, routes_trades, routes_users
 from tradewire.api.deps import ApiDeps
 from tradewire.errors import (
     Conflict,
@@ -33,11 +35,18 @@ _STATUS: list[tuple[type[TradewireError], int]] = [
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
-    app = FastAPI(title="tradewire", version=__version__)
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if deps.intake is not None:  # let accepted signals finish placing their orders
+            await deps.intake.drain()
+
+    app = FastAPI(title="tradewire", version=__version__, lifespan=lifespan)
     app.state.deps = deps
     app.include_router(routes_signals.router)
     app.include_router(routes_users.router)
     app.include_router(routes_trades.router)
+    app.include_router(routes_intake.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tradewire.bus.base import Bus
 from tradewire.errors import Unauthorized
+from tradewire.intake.service import IntakeService
 from tradewire.store.crypto import SecretBox
 from tradewire.trading.execute import Executor
 
@@ -21,6 +22,7 @@ class ApiDeps:
     executor: Executor
     bus: Bus | None
     token: str
+    intake: IntakeService | None = None  # signal intake (routes_intake); None: not served
 
 
 def deps(request: Request) -> ApiDeps:

@@ -13,6 +13,7 @@ from tradewire.api.deps import ApiDeps
 from tradewire.bus.consumer import Consumer
 from tradewire.config import operator_token
 from tradewire.exchange.client import ExchangeClient
+from tradewire.intake.service import create_intake_service
 from tradewire.logging import log
 from tradewire.notify.notifier import Notifier
 from tradewire.processor.worker import EventProcessor
@@ -27,9 +28,11 @@ logger = logging.getLogger("tradewire")
 
 
 def api_server(rt: Runtime, host: str | None = None, port: int | None = None) -> BackgroundServer:
+    executor = Executor(rt.sessions, rt.box, rt.pool)
     deps = ApiDeps(
-        sessions=rt.sessions, box=rt.box, executor=Executor(rt.sessions, rt.box, rt.pool),
-        bus=rt.bus, token=operator_token(rt.settings),
+        sessions=rt.sessions, box=rt.box, executor=executor, bus=rt.bus,
+        token=operator_token(rt.settings),
+        intake=create_intake_service(rt.settings, rt.sessions, executor, rt.clock),
     )
     return BackgroundServer(
         create_app(deps),

@@ -30,7 +30,9 @@ ACCEPTED = (
 make later copies of the same content duplicates."""
 
 
-async def insert_message(session: AsyncSession, *, now: int | None = None, **values: Any) -> int | None:
+async def insert_message(
+    session: AsyncSession, *, now: int | None = None, **values: Any
+) -> int | None:
     """Store a new message; its id, or None (nothing written) when its key is already known."""
     stamp = now_ms(now)
     statement = insert_ignoring_conflicts(
