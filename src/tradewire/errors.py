@@ -19,6 +19,7 @@
     │   ├── OrderRejected           -2010, -2019, -2021, -2022, -4xxx filters ...
     │   ├── UnknownOrder            -2011, -2013
     │   └── ListenKeyInvalid        -1125
+    ├── CdpError                    DevTools connection to the browser failed (CdpClosed: gone)
     ├── BusError
     │   ├── PermanentError          a message that can never be processed (malformed)
     │   └── TransientError          worth retrying (a dependency was unavailable)

@@ -84,7 +84,8 @@ def configure(fmt: str = "json", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "httpx", "httpcore", "websockets", "aiosqlite", "asyncio"):
+    for noisy in ("uvicorn.access", "httpx", "httpcore", "websockets", "aiosqlite", "asyncio",
+                  "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -150,10 +150,30 @@ async def monitor(args: argparse.Namespace, settings: Settings, stop: asyncio.Ev
 
     try:
         if args.source == "discord-bot":
-            from tradewire.intake.discord.cli import run_from_args
+            from tradewire.intake.discord.cli import run_from_args as run_bot
 
-            await run_from_args(args, _api_url(args, settings), operator_token(settings), stop)
+            await run_bot(args, _api_url(args, settings), operator_token(settings), stop)
+        elif args.source == "cdp":
+            from tradewire.intake.cdp.cli import run_from_args as run_cdp
+
+            await run_cdp(args, _api_url(args, settings), operator_token(settings), stop)
     except ConfigError as exc:
         _say(f"monitor stopped: {exc}")
         return 2
+    return 0
+
+
+async def signals(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> int:
+    """``tradewire signals parse``: the parser's decision on stdin's text, as one JSON line."""
+    import json
+
+    from tradewire.intake.parse_cli import main_parse
+
+    try:
+        overrides = json.loads(args.profile) if args.profile else None
+        line = main_parse(sys.stdin.read(), overrides)
+    except ValueError as exc:
+        _say(f"bad --profile: {exc}")
+        return 2
+    sys.stdout.write(line.rstrip("\n") + "\n")
     return 0

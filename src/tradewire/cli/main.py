@@ -38,6 +38,15 @@ def _parser() -> argparse.ArgumentParser:
 
     bot_arguments(sources.add_parser(
         "discord-bot", help="Discord bot (official token, MESSAGE_CONTENT intent)"))
+    from tradewire.intake.cdp.cli import add_arguments as cdp_arguments
+
+    cdp_arguments(sources.add_parser(
+        "cdp", help="read a Discord channel open in Chrome (opt-in; read docs/cdp-monitor.md)"))
+    signals = sub.add_parser("signals", help="signal text tools")
+    tools = signals.add_subparsers(dest="tool", required=True)
+    parse = tools.add_parser("parse", help="parse a message on stdin; one JSON line out")
+    parse.add_argument("--profile", default=None,
+                       help='channel profile overrides as JSON, e.g. \'{"trust": "auto"}\'')
     return parser
 
 
@@ -79,7 +88,7 @@ def _commands() -> dict[str, Command]:
         "run": commands.run, "api": commands.api, "streams": commands.streams,
         "worker": commands.worker, "notifier": commands.notifier,
         "simulator": commands.simulator, "db": commands.db, "demo": commands.demo,
-        "monitor": commands.monitor,
+        "monitor": commands.monitor, "signals": commands.signals,
     }
 
 

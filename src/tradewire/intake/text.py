@@ -7,7 +7,7 @@ capitals); every later step lower-cases what it matches against.
 
 Emoji labels become words or markers:
 
-* 🟢 📈 → ``<long>`` and 🔴 📉 → ``<short>``: *weak* side votes, used only when no side word
+* 🟢 📈 → ``<longmark>`` and 🔴 📉 → ``<shortmark>``: *weak* side votes, used only when no side word
   is written (🔴 often just decorates a stop line).
 * 🎯 → ``target``; 🛑 ⛔ ✖ → ``stop``; ✅ ✔ → ``✅`` (status detection reads it).
 * keycap digits ``1️⃣`` → ``1)`` (a numbered list item).
@@ -15,14 +15,16 @@ Emoji labels become words or markers:
 Every other pictograph becomes a space.
 """
 
+# ruff: noqa: RUF001, RUF003  (the dashes and Cyrillic x are what gets replaced: look-alike letters are on purpose)
+
 from __future__ import annotations
 
 import re
 import unicodedata
 from decimal import Decimal, InvalidOperation
 
-LONG_MARK = "<long>"
-SHORT_MARK = "<short>"
+LONG_MARK = "<longmark>"
+SHORT_MARK = "<shortmark>"
 CHECK_MARK = "✅"
 
 _EMOJI_WORDS = {
@@ -50,10 +52,12 @@ _KEYCAP = re.compile(r"(\d)\u20e3")
 _THOUSANDS = re.compile(r"(?<![\d.,])(\d{1,3})((?:,\d{3})+)(?![\d,])")
 _DECIMAL_COMMA = re.compile(r"(?<![\d.,])0,(?=\d)")
 _DOLLAR_NUMBER = re.compile(r"\$\s*(?=\d)")
+_QUOTE_UNIT = re.compile(r"(?<=\d)\s?(?:usdt|usd)\b", re.IGNORECASE)  # "62000 USDT"
 _DOLLAR_COIN = re.compile(r"\$(?=[A-Za-z])")
 _K_SHORTHAND = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[kK](?![\w])")
 _DIGIT_UNDERSCORE = re.compile(r"(?<=\d)\s*_\s*(?=\d)")
 _ARROWS = re.compile(r"\s*(?:->|=>|→|➡|⇒|⟶)\s*")
+_CYRILLIC_X = re.compile(r"(?<=\d)\s?[хХ](?![\w])")  # "10х" typed on a Russian keyboard
 _SPACES = re.compile(r"[ \t\u00a0]+")
 
 
@@ -94,10 +98,12 @@ def _is_pictograph(char: str) -> bool:
 
 def _numbers(text: str) -> str:
     """Drop thousands separators and ``$``, read ``0,5`` as ``0.5`` and ``30K`` as ``30000``."""
-    text = _THOUSANDS.sub(lambda m: m.group(1) + m.group(2).replace(",", ""), text)
     text = _DECIMAL_COMMA.sub("0.", text)
+    text = _THOUSANDS.sub(lambda m: m.group(1) + m.group(2).replace(",", ""), text)
     text = _DOLLAR_NUMBER.sub("", text)
+    text = _QUOTE_UNIT.sub("", text)
     text = _DOLLAR_COIN.sub("#", text)
+    text = _CYRILLIC_X.sub("x", text)
     return _K_SHORTHAND.sub(lambda m: _times_thousand(m.group(1)), text)
 
 

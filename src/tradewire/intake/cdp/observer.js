@@ -11,6 +11,9 @@
 // Runtime.evaluate for the current one): the second run only re-scans.
 (() => {
   const BINDING = "__tradewireEmit";
+  // the new-document script also runs in iframes (embeds): only the tab's own page counts,
+  // so a framed page cannot pass off rows of its own as Discord messages
+  if (window.top !== window) return "frame";
   if (globalThis.__tradewireObserver) {
     globalThis.__tradewireObserver.rescan();
     return "rescanned";

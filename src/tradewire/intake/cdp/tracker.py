@@ -8,7 +8,8 @@ tab), so the observer's reports are only sightings. ``MessageTracker.feed`` deci
 - the same message id with the same text again is a re-render: not posted;
 - the same message id with new text is an edit: posted with ``edit`` one higher.
 
-The edit counter lives here, not in the page, so it survives reloads and reconnects.
+The edit counter lives here, not in the page, so it survives reloads and reconnects (the
+observer's own ``edit`` field is only a hint and is not read).
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ from tradewire.intake.discord.gateway import (
     StartHeartbeat,
 )
 from tradewire.intake.discord.messages import MessageTranslator
-from tradewire.intake.discord.poster import IntakePoster, drain, post_forever
 from tradewire.intake.model import RawMessage
+from tradewire.intake.poster import IntakePoster, drain, post_forever
 from tradewire.logging import log
 
 logger = logging.getLogger("tradewire.intake.discord")
