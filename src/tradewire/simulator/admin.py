@@ -6,8 +6,29 @@
 - ``GET /sim/accounts/{api_key}`` -> balance, positions, open orders, open algo orders, and
   ``listening``: how many user-data sockets are subscribed to the account's active listenKey
 - ``POST /sim/mark-price`` ``{"symbol", "price"}`` -> runs fills and triggers
-- ``POST /sim/faults/drop-connections`` ``{"api_key": ..}`` (optional) -> closes user sockets
 - ``POST /sim/clock/advance`` ``{"ms": n}`` (ManualClock only) -> expires due listenKeys
+- ``POST /sim/limits/reset`` -> forgets weight and order counters, bans and connection attempts
+
+Faults (``faults.py``; the same as ``runtime.faults`` from Python). ``api_key`` is optional
+where shown ``?``: without it the fault applies to every account; with it, it must be known.
+The answers are ``GET /sim/faults`` (what is armed), except for drop-connections.
+
+- ``GET /sim/faults`` -> what is armed, per account (``"*"``: every account)
+- ``POST /sim/faults/drop-connections`` ``{"api_key"?, "listen_key"?, "code"?: 1011}`` ->
+  ``{"dropped": n}``: closes the sockets of a listenKey, of an account, or all
+- ``POST /sim/faults/silence`` / ``.../unsilence`` ``{"api_key"}`` or ``{"listen_key"}``: the
+  sockets stay open and get no events (those produced meanwhile are lost)
+- ``POST /sim/faults/unknown-outcome``
+  ``{"api_key"?, "count"?: 1, "code"?: -1000, "endpoints"?: ["order", "algoOrder"]}``: the next
+  ``count`` placements are executed but answered 503 "Unknown error, please check your request
+  or try again later."
+- ``POST /sim/faults/throttle`` ``{"api_key"?, "count"?: 1, "endpoints"?: ["order"]}``: the next
+  ``count`` placements are refused with 503 -1008 (reduceOnly/closePosition pass)
+- ``POST /sim/faults/slow`` ``{"ms", "api_key"?}``: REST answers leave ``ms`` later (0 disarms)
+- ``POST /sim/faults/hide-algos`` ``{"ms", "api_key"?, "count"?}``: algo orders placed from now
+  on (the next ``count`` of them, or all) are not queryable for ``ms`` (engine clock)
+- ``POST /sim/faults/clear`` -> disarms every fault
+- Events produced while an account has no socket are never replayed: no call needed.
 """
 
 from __future__ import annotations
@@ -31,6 +52,8 @@ from tradewire.simulator.runtime import Runtime
 
 
 class AdminError(Exception):
+    """A 400/404/409 answer ``{"error": message}``."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -68,6 +91,8 @@ def _route(rt: Runtime, path: str, method: str, handler: AdminHandler) -> Route:
             return json_response({"error": str(exc)}, exc.status)
         except SimError as exc:
             return json_response(exc.body(), exc.http_status)
+        except ValueError as exc:  # a fault refused its arguments
+            return json_response({"error": str(exc)}, 400)
         finally:
             rt.publish()
         return json_response(result)
@@ -101,11 +126,6 @@ def admin_routes(rt: Runtime) -> list[Route]:
         engine.set_mark_price(symbol, _decimal(body, "price"))
         return {"symbol": symbol, "price": str(body["price"])}
 
-    async def drop_connections(request: Request) -> Any:
-        api_key = (await _json_body(request)).get("api_key")
-        keys = engine.listen_keys_of(str(api_key)) if api_key else None
-        return {"dropped": rt.hub.drop(keys)}
-
     async def advance_clock(request: Request) -> Any:
         body = await _json_body(request)
         clock = engine.clock
@@ -115,12 +135,109 @@ def admin_routes(rt: Runtime) -> list[Route]:
         rt.tick()
         return {"now": clock.now_ms()}
 
+    async def reset_limits(request: Request) -> Any:
+        rt.limits.reset()
+        rt.connections.reset()
+        return {"reset": True}
+
     return [
         _route(rt, "/sim/accounts", "POST", create_account),
         _route(rt, "/sim/accounts/{api_key}", "GET", show_account),
         _route(rt, "/sim/mark-price", "POST", mark_price),
-        _route(rt, "/sim/faults/drop-connections", "POST", drop_connections),
         _route(rt, "/sim/clock/advance", "POST", advance_clock),
+        _route(rt, "/sim/limits/reset", "POST", reset_limits),
+        *fault_routes(rt),
+    ]
+
+
+def _int(body: dict[str, Any], name: str, default: int | None = None) -> int:
+    raw = body.get(name, default)
+    if not isinstance(raw, int) or isinstance(raw, bool):
+        raise AdminError(400, f"{name} must be an integer")
+    return raw
+
+
+def _names(body: dict[str, Any], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = body.get(name, list(default))
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise AdminError(400, f"{name} must be a list of strings")
+    return tuple(raw)
+
+
+async def _fault_target(rt: Runtime,
+                        request: Request) -> tuple[dict[str, Any], str | None, str | None]:
+    """The body, and the ``api_key`` (a known account) and ``listen_key`` it names."""
+    body = await _json_body(request)
+    api_key, listen_key = body.get("api_key"), body.get("listen_key")
+    if api_key is not None and not (isinstance(api_key, str) and rt.engine.has_account(api_key)):
+        raise AdminError(404, "unknown api_key")
+    if listen_key is not None and not isinstance(listen_key, str):
+        raise AdminError(400, "listen_key must be a string")
+    return body, api_key, listen_key
+
+
+def fault_routes(rt: Runtime) -> list[Route]:
+    """``/sim/faults/*`` over ``rt.faults`` (bodies in the module docstring)."""
+    faults = rt.faults
+
+    async def target(request: Request) -> tuple[dict[str, Any], str | None, str | None]:
+        return await _fault_target(rt, request)
+
+    async def show(request: Request) -> Any:
+        return faults.snapshot()
+
+    async def drop(request: Request) -> Any:
+        body, api_key, listen_key = await target(request)
+        return {"dropped": faults.drop_connections(api_key, listen_key,
+                                                   code=_int(body, "code", 1011))}
+
+    async def silence(request: Request) -> Any:
+        _, api_key, listen_key = await target(request)
+        faults.silence(api_key, listen_key)
+        return faults.snapshot()
+
+    async def unsilence(request: Request) -> Any:
+        _, api_key, listen_key = await target(request)
+        faults.unsilence(api_key, listen_key)
+        return faults.snapshot()
+
+    async def unknown_outcome(request: Request) -> Any:
+        body, api_key, _ = await target(request)
+        faults.unknown_outcome(api_key, _int(body, "count", 1), code=_int(body, "code", -1000),
+                               endpoints=_names(body, "endpoints", ("order", "algoOrder")))
+        return faults.snapshot()
+
+    async def throttle(request: Request) -> Any:
+        body, api_key, _ = await target(request)
+        faults.throttle(api_key, _int(body, "count", 1),
+                        endpoints=_names(body, "endpoints", ("order",)))
+        return faults.snapshot()
+
+    async def slow(request: Request) -> Any:
+        body, api_key, _ = await target(request)
+        faults.slow(_int(body, "ms"), api_key)
+        return faults.snapshot()
+
+    async def hide_algos(request: Request) -> Any:
+        body, api_key, _ = await target(request)
+        count = None if body.get("count") is None else _int(body, "count")
+        faults.hide_algos(_int(body, "ms"), api_key, count)
+        return faults.snapshot()
+
+    async def clear(request: Request) -> Any:
+        faults.clear()
+        return faults.snapshot()
+
+    return [
+        _route(rt, "/sim/faults", "GET", show),
+        _route(rt, "/sim/faults/drop-connections", "POST", drop),
+        _route(rt, "/sim/faults/silence", "POST", silence),
+        _route(rt, "/sim/faults/unsilence", "POST", unsilence),
+        _route(rt, "/sim/faults/unknown-outcome", "POST", unknown_outcome),
+        _route(rt, "/sim/faults/throttle", "POST", throttle),
+        _route(rt, "/sim/faults/slow", "POST", slow),
+        _route(rt, "/sim/faults/hide-algos", "POST", hide_algos),
+        _route(rt, "/sim/faults/clear", "POST", clear),
     ]
 
 

@@ -2,8 +2,9 @@
 
 Lifecycle: NEW -> TRIGGERING -> TRIGGERED (an order ``ai`` placed in the matching engine, with
 ``c`` = clientAlgoId) -> FINISHED once that order is filled or cancelled. REJECTED when the
-engine refuses the order at trigger time; EXPIRED for closePosition orders when the position
-goes flat; CANCELED on request.
+engine refuses the order at trigger time; EXPIRED for closePosition orders when their position
+goes flat, and for every algo order of a symbol being liquidated; CANCELED on request.
+TRAILING_STOP_MARKET orders follow ``trailing``; the others the trigger rule in ``model.fires``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from tradewire.simulator import errors as err
-from tradewire.simulator import events, ledger
+from tradewire.simulator import events, hedge, ledger, trailing
 from tradewire.simulator.core import Core
 from tradewire.simulator.matching import Matching
 from tradewire.simulator.model import ZERO, AlgoOrder, Order, fires, random_token
@@ -29,19 +30,21 @@ class AlgoService:
 
     def place(self, api_key: str, req: AlgoRequest) -> AlgoOrder:
         """Validate and hold a conditional order (ALGO_UPDATE NEW)."""
-        self.core.account(api_key)
         self._validate(api_key, req)
         now = self.core.now()
         algo_client_id = req.client_algo_id or random_token(22)
         algo = AlgoOrder(
             api_key=api_key, symbol=req.symbol, algo_id=self.core.next_algo_id(),
             client_algo_id=algo_client_id, side=req.side, order_type=req.type,
-            quantity=req.quantity or ZERO, trigger_price=req.trigger_price,
+            quantity=req.quantity or ZERO, trigger_price=req.trigger_price or ZERO,
             price=req.price or ZERO, time_in_force=req.time_in_force,
             reduce_only=req.reduce_only, close_position=req.close_position,
             working_type=req.working_type, price_protect=req.price_protect, create_time=now,
-            self_trade_prevention=req.self_trade_prevention,
+            self_trade_prevention=req.self_trade_prevention, position_side=req.position_side,
+            activate_price=req.activate_price, callback_rate=req.callback_rate,
         )
+        if algo.is_trailing:
+            trailing.start(algo, self.core.marks[req.symbol])
         self.core.used_algo_ids[api_key].add(algo_client_id)
         self.core.add_algo(algo)
         self._emit(algo)
@@ -49,19 +52,26 @@ class AlgoService:
 
     def _validate(self, api_key: str, req: AlgoRequest) -> None:
         spec = self.core.spec(req.symbol)
+        hedge.check_position_side(self.core.account(api_key), req.position_side, req.reduce_only)
+        if req.close_position:
+            hedge.check_close_position(req.position_side, req.side)
         if req.client_algo_id and req.client_algo_id in self.core.used_algo_ids[api_key]:
             raise err.reject(err.CLIENT_ID_DUPLICATED)
-        spec.check_price(req.trigger_price)
-        if req.price is not None:
-            spec.check_price(req.price)
+        mark = self.core.marks[req.symbol]
+        for price in (req.trigger_price, req.price, req.activate_price):
+            if price is not None:
+                spec.check_price(price)
         if req.quantity is not None:
             spec.check_qty(req.quantity, market=req.type.endswith("_MARKET"))
             plain = not (req.reduce_only or req.close_position)
-            if plain and req.quantity * (req.price or req.trigger_price) < spec.min_notional:
+            notional = req.price or req.trigger_price or req.activate_price or mark
+            if plain and req.quantity * notional < spec.min_notional:
                 raise err.min_notional(spec.min_notional)
         if self.core.open_count(api_key, req.symbol) >= spec.max_num_orders:
             raise err.reject(err.MAX_OPEN_ORDERS)
-        if fires(req.type, req.side, req.trigger_price, self.core.marks[req.symbol]):
+        if req.trigger_price is None:
+            trailing.check_activation(req.side, req.activate_price, mark)
+        elif fires(req.type, req.side, req.trigger_price, mark):
             raise err.reject(err.WOULD_TRIGGER)
 
     def cancel(self, algo: AlgoOrder) -> AlgoOrder:
@@ -74,8 +84,15 @@ class AlgoService:
         """Trigger every open algo order of ``symbol`` whose condition the mark now meets."""
         mark = self.core.marks[symbol]
         for algo in sorted(self.core.open_algos[symbol].values(), key=lambda a: a.algo_id):
-            if algo.status == "NEW" and algo.fires_at(mark):
+            if algo.status != "NEW":
+                continue
+            if trailing.observe(algo, mark) if algo.is_trailing else algo.fires_at(mark):
                 self._trigger(algo)
+
+    def expire_all(self, api_key: str, symbol: str) -> None:
+        """The symbol is being liquidated: its open algo orders end EXPIRED."""
+        for algo in sorted(self.core.account_open_algos(api_key, symbol), key=lambda a: a.algo_id):
+            self._close(algo, "EXPIRED")
 
     def _trigger(self, algo: AlgoOrder) -> None:
         now = self.core.now()
@@ -94,15 +111,16 @@ class AlgoService:
 
     def _sizing(self, algo: AlgoOrder) -> tuple[Decimal, str]:
         """The quantity to send at trigger time, or the reason it cannot be sent."""
-        position = self.core.account(algo.api_key).position(algo.symbol)
-        if algo.close_position or algo.reduce_only:
+        position = self.core.account(algo.api_key).position(algo.symbol, algo.position_side)
+        if algo.reduces_only:
             reducible = ledger.reducible_qty(position, algo.side)
             if not reducible:
                 return ZERO, REDUCE_ONLY_REJECT
             return (reducible if algo.close_position else min(algo.quantity, reducible)), ""
         price = algo.price or self.core.marks[algo.symbol]
         try:
-            self.matching.check_margin(algo.api_key, algo.symbol, algo.side, algo.quantity, price)
+            self.matching.check_margin(algo.api_key, algo.symbol, algo.side, algo.quantity, price,
+                                       position_side=algo.position_side)
         except err.SimError:
             return ZERO, MARGIN_REJECT
         return algo.quantity, ""
@@ -114,10 +132,11 @@ class AlgoService:
             side=algo.side, type="MARKET" if algo.is_market else "LIMIT", quantity=qty,
             price=ZERO if algo.is_market else algo.price, time_in_force=algo.time_in_force,
             reduce_only=algo.reduce_only or algo.close_position, time=self.core.now(),
-            orig_type=algo.order_type, stop_price=algo.trigger_price,
-            close_position=algo.close_position, working_type=algo.working_type,
-            price_protect=algo.price_protect,
+            position_side=algo.position_side, orig_type=algo.order_type,
+            stop_price=algo.trigger_price, close_position=algo.close_position,
+            working_type=algo.working_type, price_protect=algo.price_protect,
             self_trade_prevention=algo.self_trade_prevention, algo_id=algo.algo_id,
+            activate_price=algo.activate_price, callback_rate=algo.callback_rate,
         )
 
     def _on_order(self, order: Order) -> None:
@@ -125,11 +144,13 @@ class AlgoService:
         orders when the position is flat."""
         if order.algo_id is not None and not order.is_open:
             self._finish(order)
-        position = self.core.account(order.api_key).position(order.symbol)
-        if order.executed_qty and position.amount == 0:
-            for algo in list(self.core.account_open_algos(order.api_key, order.symbol)):
-                if algo.close_position and algo.status == "NEW":
-                    self._close(algo, "EXPIRED")
+        account = self.core.account(order.api_key)
+        if not order.executed_qty:
+            return
+        for algo in list(self.core.account_open_algos(order.api_key, order.symbol)):
+            flat = not account.position(algo.symbol, algo.position_side).amount
+            if flat and algo.close_position and algo.status == "NEW":
+                self._close(algo, "EXPIRED")
 
     def _finish(self, order: Order) -> None:
         algo = next((a for a in self.core.algos_of[order.api_key]

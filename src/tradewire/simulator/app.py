@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute
 
 from tradewire.clock import Clock
 from tradewire.simulator.admin import admin_routes
+from tradewire.simulator.conn_budget import ConnectionBudget
 from tradewire.simulator.engine import Engine
 from tradewire.simulator.gateway import route
 from tradewire.simulator.limits import LimitConfig, Limits
@@ -28,9 +29,13 @@ def create_app(
 ) -> Starlette:
     """The simulator app. ``engine`` defaults to a fresh ``Engine(clock)``.
 
-    ``app.state.runtime`` holds the engine, the socket hub and the rate limiter. A background
+    ``app.state.runtime`` holds the engine, the socket hub, the limits (``limits``: REST;
+    ``streams``: WebSocket rules and the connection budget) and the faults. A background
     task expires listenKeys every ``tick_interval_s`` while the app runs under a server."""
-    rt = Runtime(engine or Engine(clock), limits=Limits(limits))
+    stream_config = streams or StreamConfig()
+    budget = ConnectionBudget(stream_config.connection_attempts_per_ip,
+                              round(stream_config.connection_window_s * 1000))
+    rt = Runtime(engine or Engine(clock), limits=Limits(limits), connections=budget)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -45,7 +50,7 @@ def create_app(
 
     routes: list[BaseRoute] = [route(rt, endpoint) for endpoint in endpoints(rt)]
     routes += admin_routes(rt)
-    routes += stream_routes(rt.hub, streams or StreamConfig())
+    routes += stream_routes(rt, stream_config)
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = rt
     return app

@@ -6,7 +6,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from tradewire.clock import Clock
 from tradewire.simulator import errors as err
@@ -17,6 +17,8 @@ from tradewire.simulator.model import Account, AlgoOrder, Order, Trade
 ORDER_ID_START = 8_000_000_001
 ALGO_ID_START = 4_000_000_000_000_001
 TRADE_ID_START = 6_000_000_001
+
+_T = TypeVar("_T", Order, AlgoOrder)
 
 
 class Delivery(NamedTuple):
@@ -52,6 +54,11 @@ class Core:
         self._algo_ids = itertools.count(ALGO_ID_START)  # unique: algoId alone finds an order
         self._trade_ids = {s: itertools.count(TRADE_ID_START) for s in self.specs}
         self.outbox: list[Delivery] = []
+        self.slippage_bps: dict[str | None, Decimal] = {}  # symbol (None: every symbol) -> bps
+
+    def slippage_of(self, symbol: str) -> Decimal:
+        """Taker slippage in basis points: the symbol's own, else the global one, else 0."""
+        return self.slippage_bps.get(symbol, self.slippage_bps.get(None, Decimal(0)))
 
     def now(self) -> int:
         return self.clock.now_ms()
@@ -108,3 +115,38 @@ class Core:
     def open_count(self, api_key: str, symbol: str) -> int:
         return (sum(1 for _ in self.account_open_orders(api_key, symbol))
                 + sum(1 for _ in self.account_open_algos(api_key, symbol)))
+
+    def find_order(self, api_key: str, symbol: str, order_id: int | None,
+                   client_order_id: str | None) -> Order | None:
+        """By orderId, or by client id (the open one, else the latest)."""
+        self.account(api_key)
+        self.spec(symbol)
+        if order_id is None and not client_order_id:
+            raise _need_one_of("orderId", "origClientOrderId")
+        if order_id is not None:
+            order = self.orders.get((symbol, order_id))
+            return order if order is not None and order.api_key == api_key else None
+        matches = [o for o in self.orders_of[api_key]
+                   if o.symbol == symbol and o.client_order_id == client_order_id]
+        return _prefer_open(matches)
+
+    def find_algo(self, api_key: str, algo_id: int | None,
+                  client_algo_id: str | None) -> AlgoOrder | None:
+        self.account(api_key)
+        if algo_id is None and not client_algo_id:
+            raise _need_one_of("algoId", "clientAlgoId")
+        found = [a for a in self.algos_of[api_key]
+                 if (a.algo_id == algo_id if algo_id is not None
+                     else a.client_algo_id == client_algo_id)]
+        return _prefer_open(found)
+
+
+def _need_one_of(first: str, second: str) -> err.SimError:
+    return err.bad(-1102, f"Param '{first}' or '{second}' must be sent, but both were empty/null!")
+
+
+def _prefer_open(found: list[_T]) -> _T | None:
+    """The latest open one, else the latest one."""
+    open_ones = [item for item in found if item.is_open]
+    listed = open_ones or found
+    return listed[-1] if listed else None

@@ -11,33 +11,38 @@ Event order (reference §4.8):
 - Triggered stop: ALGO_UPDATE TRIGGERING, ALGO_UPDATE TRIGGERED, ORDER_TRADE_UPDATE NEW,
   ACCOUNT_UPDATE, TRADE_LITE, ORDER_TRADE_UPDATE TRADE, ALGO_UPDATE FINISHED (then EXPIRED for
   closePosition siblings when the position went flat).
+- Liquidation (``liquidation``): the symbol's orders EXPIRED, algo orders EXPIRED, then the
+  LIQUIDATION order: ORDER_TRADE_UPDATE NEW, ACCOUNT_UPDATE, ORDER_TRADE_UPDATE CALCULATED.
+
+A mark move (``set_mark_price``, or a step of an attached price path applied by
+``advance_to``) fills crossed LIMIT orders, then triggers algo orders, then liquidates.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from tradewire.clock import Clock, SystemClock
 from tradewire.simulator import errors as err
-from tradewire.simulator import events, ledger
+from tradewire.simulator import events, hedge, ledger, rejects
 from tradewire.simulator.algos import AlgoService
 from tradewire.simulator.core import Core, Delivery
 from tradewire.simulator.errors import SimError
+from tradewire.simulator.liquidation import Liquidator
 from tradewire.simulator.listenkeys import LISTEN_KEY_TTL_MS, ListenKeys
 from tradewire.simulator.market import SymbolSpec, load_exchange_info
 from tradewire.simulator.matching import Matching
 from tradewire.simulator.model import Account, AlgoOrder, Order, Position, Trade, random_token
 from tradewire.simulator.params import AlgoRequest, OrderRequest
+from tradewire.simulator.paths import PricePath
+from tradewire.simulator.simclock import Timeline
+
+MAX_BATCH_ORDERS = 5
 
 __all__ = ["Delivery", "Engine", "SimError"]
 
-_T = TypeVar("_T", Order, AlgoOrder)
-
-
-
-def _need_one_of(first: str, second: str) -> SimError:
-    return err.bad(-1102, f"Param '{first}' or '{second}' must be sent, but both were empty/null!")
 
 
 class Engine:
@@ -50,6 +55,8 @@ class Engine:
         self._core = Core(self.clock, info, ListenKeys(listen_key_ttl_ms))
         self._matching = Matching(self._core)
         self._algos = AlgoService(self._core, self._matching)
+        self._liquidator = Liquidator(self._core, self._matching, self._algos)
+        self.timeline = Timeline(self.clock, self._path_step, self.tick)
 
     # -- accounts and market -------------------------------------------------------------
 
@@ -96,6 +103,25 @@ class Engine:
         self._core.marks[symbol] = price
         self._matching.on_mark(symbol)
         self._algos.on_mark(symbol)
+        self._liquidator.on_mark(symbol)
+
+    @property
+    def liquidation(self) -> bool:
+        """Whether mark moves liquidate accounts short of maintenance margin (default on)."""
+        return self._liquidator.enabled
+
+    @liquidation.setter
+    def liquidation(self, enabled: bool) -> None:
+        self._liquidator.enabled = enabled
+
+    def set_slippage(self, bps: Decimal, symbol: str | None = None) -> None:
+        """Taker fills move ``bps`` basis points against the taker: for ``symbol``, or for
+        every symbol without its own setting (``None``). 0 by default."""
+        if symbol is not None:
+            self._core.spec(symbol)
+        if bps < 0:
+            raise ValueError("slippage must not be negative")
+        self._core.slippage_bps[symbol] = bps
 
     def set_leverage(self, api_key: str, symbol: str, leverage: int) -> int:
         account = self._core.account(api_key)
@@ -105,15 +131,42 @@ class Engine:
         account.leverage[symbol] = leverage
         return leverage
 
+    def set_position_mode(self, api_key: str, dual: bool) -> None:
+        """Hedge mode (``dual``) or one-way mode, account-wide (-4059, -4067, -4068)."""
+        hedge.set_position_mode(self._core, api_key, dual)
+
+    def position_mode(self, api_key: str) -> bool:
+        """True in hedge mode (``dualSidePosition``)."""
+        return self._core.account(api_key).dual_side
+
+    def set_margin_type(self, api_key: str, symbol: str, margin_type: str) -> None:
+        """ISOLATED or CROSSED for one symbol (-4046, -4047, -4048)."""
+        hedge.set_margin_type(self._core, api_key, symbol, margin_type)
+
     # -- orders --------------------------------------------------------------------------
 
     def place_order(self, api_key: str, req: OrderRequest) -> Order:
         return self._matching.place(api_key, req)
 
+    def place_batch(self, api_key: str,
+                    requests: Sequence[OrderRequest | SimError]) -> list[Order | SimError]:
+        """``batchOrders``: up to 5 orders placed in turn; each answer (the order, or the error
+        it met — parse errors passed in stay as they are) in request order."""
+        self._core.account(api_key)
+        if not 1 <= len(requests) <= MAX_BATCH_ORDERS:
+            raise err.reject(rejects.BATCH_SIZE)
+        results: list[Order | SimError] = []
+        for req in requests:
+            try:
+                results.append(req if isinstance(req, SimError) else self.place_order(api_key, req))
+            except SimError as exc:
+                results.append(exc)
+        return results
+
     def get_order(self, api_key: str, symbol: str, order_id: int | None = None,
                   client_order_id: str | None = None) -> Order:
         """-2013 when not found."""
-        order = self._find_order(api_key, symbol, order_id, client_order_id)
+        order = self._core.find_order(api_key, symbol, order_id, client_order_id)
         if order is None:
             raise err.reject(err.ORDER_NOT_FOUND)
         return order
@@ -121,7 +174,7 @@ class Engine:
     def cancel_order(self, api_key: str, symbol: str, order_id: int | None = None,
                      client_order_id: str | None = None) -> Order:
         """-2011 when not found or no longer open."""
-        order = self._find_order(api_key, symbol, order_id, client_order_id)
+        order = self._core.find_order(api_key, symbol, order_id, client_order_id)
         if order is None:
             raise err.reject(err.UNKNOWN_ORDER)
         return self._matching.cancel(order)
@@ -144,19 +197,6 @@ class Engine:
         self._core.spec(symbol)
         return [t for t in self._core.trades_of[api_key] if t.symbol == symbol]
 
-    def _find_order(self, api_key: str, symbol: str, order_id: int | None,
-                    client_order_id: str | None) -> Order | None:
-        self._core.account(api_key)
-        self._core.spec(symbol)
-        if order_id is None and not client_order_id:
-            raise _need_one_of("orderId", "origClientOrderId")
-        if order_id is not None:
-            order = self._core.orders.get((symbol, order_id))
-            return order if order is not None and order.api_key == api_key else None
-        matches = [o for o in self._core.orders_of[api_key]
-                   if o.symbol == symbol and o.client_order_id == client_order_id]
-        return _prefer_open(matches)
-
     # -- algo orders ---------------------------------------------------------------------
 
     def place_algo_order(self, api_key: str, req: AlgoRequest) -> AlgoOrder:
@@ -164,14 +204,14 @@ class Engine:
 
     def get_algo_order(self, api_key: str, algo_id: int | None = None,
                        client_algo_id: str | None = None) -> AlgoOrder:
-        algo = self._find_algo(api_key, algo_id, client_algo_id)
+        algo = self._core.find_algo(api_key, algo_id, client_algo_id)
         if algo is None:
             raise err.reject(err.ORDER_NOT_FOUND)
         return algo
 
     def cancel_algo_order(self, api_key: str, algo_id: int | None = None,
                           client_algo_id: str | None = None) -> AlgoOrder:
-        algo = self._find_algo(api_key, algo_id, client_algo_id)
+        algo = self._core.find_algo(api_key, algo_id, client_algo_id)
         if algo is None:
             raise err.reject(err.UNKNOWN_ORDER)
         return self._algos.cancel(algo)
@@ -190,21 +230,11 @@ class Engine:
         self._core.spec(symbol)
         return [a for a in self._core.algos_of[api_key] if a.symbol == symbol]
 
-    def _find_algo(self, api_key: str, algo_id: int | None,
-                   client_algo_id: str | None) -> AlgoOrder | None:
-        self._core.account(api_key)
-        if algo_id is None and not client_algo_id:
-            raise _need_one_of("algoId", "clientAlgoId")
-        found = [a for a in self._core.algos_of[api_key]
-                 if (a.algo_id == algo_id if algo_id is not None
-                     else a.client_algo_id == client_algo_id)]
-        return _prefer_open(found)
-
     # -- account state -------------------------------------------------------------------
 
     def positions(self, api_key: str, *, include_flat: bool = False) -> list[Position]:
         account = self._core.account(api_key)
-        listed = [account.position(s) for s in self._core.specs]
+        listed = [p for s in self._core.specs for p in account.positions_of(s)]
         return listed if include_flat else [p for p in listed if p.amount]
 
     def order_margin(self, api_key: str, symbol: str) -> Decimal:
@@ -248,17 +278,33 @@ class Engine:
             payload = events.listen_key_expired(key, now=now)
             self._core.outbox.append(Delivery(api_key, key, payload))
 
+    def attach_path(self, symbol: str, path: PricePath, *, start_ms: int | None = None) -> None:
+        """Drive the symbol's mark by ``path`` (offsets from ``start_ms``, default now; a
+        random walk starts from the current mark). Replaces an attached path."""
+        self._core.spec(symbol)
+        start = self.clock.now_ms() if start_ms is None else start_ms
+        self.timeline.schedule.attach(symbol, path, start, self._core.marks[symbol])
+
+    def detach_path(self, symbol: str) -> None:
+        self.timeline.schedule.detach(symbol)
+
+    def advance_to(self, ms: int) -> None:
+        """Apply every path step due by ``ms`` in time order (prices rounded down to the tick)
+        — the clock set to each step's time; its fills, triggers, liquidations and listenKey
+        expiries run — then the clock to ``ms``. Needs a ``ManualClock`` or ``SimClock``."""
+        self.timeline.advance_to(ms)
+
+    def advance(self, ms: int) -> None:
+        """``advance_to(now + ms)``: cross 24 h of scripted market in one call."""
+        self.advance_to(self.clock.now_ms() + ms)
+
+    def _path_step(self, symbol: str, price: Decimal) -> None:
+        self.set_mark_price(symbol, self._core.specs[symbol].to_tick(price, up=False))
+
     def drain_events(self) -> list[Delivery]:
         """The events produced since the last drain, oldest first."""
         out, self._core.outbox = self._core.outbox, []
         return out
-
-
-def _prefer_open(found: list[_T]) -> _T | None:
-    """The latest open one, else the latest one."""
-    open_ones = [item for item in found if item.is_open]
-    listed = open_ones or found
-    return listed[-1] if listed else None
 
 
 def _order_key(order: Order) -> tuple[str, int]:

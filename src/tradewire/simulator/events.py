@@ -35,7 +35,7 @@ def order_trade_update(
     order: Order, spec: SymbolSpec, *, execution: str, now: int,
     trade: Trade | None = None, expiry_reason: int = 0,
 ) -> Payload:
-    """``ORDER_TRADE_UPDATE`` for one execution (NEW, TRADE, CANCELED, EXPIRED)."""
+    """``ORDER_TRADE_UPDATE`` for one execution (NEW, TRADE, CANCELED, EXPIRED, CALCULATED)."""
     body: Payload = {
         "s": order.symbol, "c": order.client_order_id, "S": order.side, "o": order.type,
         "f": order.time_in_force, "q": spec.qty_str(order.quantity),
@@ -51,8 +51,14 @@ def order_trade_update(
     body.update({
         "T": now, "t": trade.trade_id if trade else 0, "b": "0", "a": "0",
         "m": trade.maker if trade else False, "R": order.reduce_only,
-        "wt": order.working_type, "ot": order.orig_type, "ps": "BOTH",
-        "cp": order.close_position, "pP": order.price_protect, "si": 0, "ss": 0,
+        "wt": order.working_type, "ot": order.orig_type, "ps": order.position_side,
+        "cp": order.close_position,
+    })
+    if order.callback_rate is not None:
+        body.update({"AP": price_or_zero(spec, order.activate_price or Decimal(0)),
+                     "cr": plain(order.callback_rate)})
+    body.update({
+        "pP": order.price_protect, "si": 0, "ss": 0,
         "rp": money(trade.realized_pnl) if trade else "0",
         "V": order.self_trade_prevention, "pm": "NONE", "gtd": 0, "er": str(expiry_reason),
     })
@@ -64,28 +70,32 @@ def algo_update(algo: AlgoOrder, spec: SymbolSpec, *, now: int) -> Payload:
     triggered = bool(algo.actual_order_id)
     body: Payload = {
         "caid": algo.client_algo_id, "aid": algo.algo_id, "at": "CONDITIONAL",
-        "o": algo.order_type, "s": algo.symbol, "S": algo.side, "ps": "BOTH",
+        "o": algo.order_type, "s": algo.symbol, "S": algo.side, "ps": algo.position_side,
         "f": algo.time_in_force, "q": qty_or_zero(spec, algo.quantity), "X": algo.status,
         "ai": algo.actual_order_id,
         "ap": spec.price_str(algo.actual_price) if algo.actual_price else "0.00000",
         "aq": spec.qty_str(algo.executed_qty) if algo.executed_qty else "0.00000",
         "act": ("MARKET" if algo.is_market else "LIMIT") if triggered else "0",
-        "tp": spec.price_str(algo.trigger_price), "p": spec.price_str(algo.price),
+        "tp": price_or_zero(spec, algo.trigger_price), "p": spec.price_str(algo.price),
         "V": algo.self_trade_prevention, "wt": algo.working_type, "pm": "NONE",
         "cp": algo.close_position, "pP": algo.price_protect,
         "R": algo.reduce_only or algo.close_position, "tt": algo.trigger_time, "gtd": 0,
         "rm": algo.reject_reason,
     }
+    if algo.is_trailing:
+        body["ia"] = algo.activated
     return {"e": "ALGO_UPDATE", "T": now, "E": now, "o": body}
 
 
-def position_entry(position: Position, spec: SymbolSpec, mark: Decimal) -> Payload:
+def position_entry(position: Position, spec: SymbolSpec, mark: Decimal, *,
+                   isolated: bool = False) -> Payload:
     return {
         "s": position.symbol, "pa": qty_or_zero(spec, position.amount),
         "ep": plain(position.entry_price.quantize(Decimal("1e-8"))),
         "bep": plain(ledger.breakeven(position).quantize(Decimal("1e-8"))),
         "cr": money(position.realized), "up": money(ledger.unrealized(position, mark)),
-        "mt": "cross", "iw": "0", "ps": "BOTH",
+        "mt": "isolated" if isolated else "cross",
+        "iw": money(position.isolated_wallet) if isolated else "0", "ps": position.side,
     }
 
 
@@ -94,10 +104,12 @@ def account_update(
     reason: str = "ORDER",
 ) -> Payload:
     """``ACCOUNT_UPDATE`` after a fill: the USDT balance and the one changed position."""
-    balance = {"a": "USDT", "wb": money(account.wallet), "cw": money(account.wallet), "bc": "0"}
+    balance = {"a": "USDT", "wb": money(account.wallet),
+               "cw": money(ledger.cross_wallet(account)), "bc": "0"}
+    entry = position_entry(position, spec, mark, isolated=account.is_isolated(position.symbol))
     return {
         "e": "ACCOUNT_UPDATE", "E": now, "T": now,
-        "a": {"m": reason, "B": [balance], "P": [position_entry(position, spec, mark)]},
+        "a": {"m": reason, "B": [balance], "P": [entry]},
     }
 
 

@@ -4,25 +4,36 @@
 - SIGNED: ``signature = hex(HMAC_SHA256(secret, query + body))`` over the raw bytes received,
   with the ``signature`` parameter (the last one) removed; then
   ``timestamp < serverTime + 1000`` and ``serverTime - timestamp <= recvWindow`` (default 5000).
+- Limits (``limits``): a ban answers 418 first; then the IP weight is charged (before the API key
+  is checked); placements are counted on the account's order counters after authentication.
+  Every answer carries ``X-MBX-USED-WEIGHT-1M``; counted placements the order-count headers.
+- Faults (``faults``): -1008 throttles before a placement is counted, 503 unknown outcomes after
+  it was executed, slow answers after everything.
+- The client IP is the peer address, or the ``X-Sim-Client-Ip`` header when present: a
+  simulator-only override so one test can play several egress IPs (the exchange has no such
+  header).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from tradewire.simulator import errors as err
 from tradewire.simulator.errors import SimError
+from tradewire.simulator.faults import throttled_error
 from tradewire.simulator.hub import encode
+from tradewire.simulator.limits import RateLimited, order_count_headers
 from tradewire.simulator.runtime import Runtime
 
 Security = Literal["NONE", "USER_STREAM", "SIGNED"]
@@ -31,6 +42,8 @@ Params = dict[str, str]
 API_KEY_RE = re.compile(r"^[A-Za-z0-9]{64}$")
 _SIGNATURE_RE = re.compile(rb"(?:^|&)signature=([^&]*)$")
 DEFAULT_RECV_WINDOW = 5000
+CLIENT_IP_HEADER = "X-Sim-Client-Ip"
+NO_ORDERS = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -50,7 +63,8 @@ class Endpoint:
     security: Security
     handler: Handler
     weight: int | Weight = 1
-    order: bool = False  # counts against the account's order rate limits
+    orders: tuple[int, int] = NO_ORDERS  # cost on the account's (10 s, 1 min) order counters
+    placement: str | None = None  # the fault-injection name of a placement endpoint
 
     def weight_of(self, params: Params) -> int:
         return self.weight(params) if callable(self.weight) else self.weight
@@ -119,10 +133,59 @@ def authenticate(rt: Runtime, request: Request, security: Security, query: bytes
     return api_key
 
 
+def client_ip(connection: HTTPConnection) -> str:
+    """The peer's address, or the simulator-only ``X-Sim-Client-Ip`` override."""
+    override = connection.headers.get(CLIENT_IP_HEADER)
+    if override:
+        return override
+    return connection.client.host if connection.client else "unknown"
+
+
+def risk_reducing(params: Params) -> bool:
+    """reduceOnly / closePosition placements (exempt from -1008 throttling)."""
+    return any(params.get(name, "").lower() == "true" for name in ("reduceOnly", "closePosition"))
+
+
 def json_response(body: Any, status: int = 200,
                   headers: dict[str, str] | None = None) -> Response:
     return Response(encode(body), status_code=status, headers=headers,
                     media_type="application/json")
+
+
+@dataclass
+class _Exchange:
+    """One request through the edge: who sent it and the headers its answer carries."""
+
+    ip: str
+    api_key: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _execute(rt: Runtime, endpoint: Endpoint, request: Request, query: bytes, body: bytes,
+             params: Params, ex: _Exchange) -> Any:
+    rt.limits.charge_weight(ex.ip, endpoint.weight_of(params), rt.now())
+    ex.api_key = authenticate(rt, request, endpoint.security, query, body, params)
+    placement = endpoint.placement
+    if placement and rt.faults.take_throttle(ex.api_key, placement,
+                                             risk_reducing=risk_reducing(params)):
+        raise throttled_error()
+    if endpoint.orders != NO_ORDERS:
+        counts = rt.limits.charge_order(ex.api_key, rt.now(), ip=ex.ip, cost=endpoint.orders)
+        ex.headers.update(order_count_headers(*counts))
+    result = endpoint.handler(Call(ex.api_key, params))
+    unknown = rt.faults.take_unknown_outcome(ex.api_key, placement) if placement else None
+    if unknown is not None:
+        raise unknown
+    return result
+
+
+def _error_headers(rt: Runtime, exc: SimError) -> dict[str, str]:
+    if not isinstance(exc, RateLimited):
+        return {}
+    headers = dict(exc.headers)
+    if rt.limits.config.retry_after_header:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return headers
 
 
 def route(rt: Runtime, endpoint: Endpoint) -> Route:
@@ -132,22 +195,19 @@ def route(rt: Runtime, endpoint: Endpoint) -> Route:
         query: bytes = request.scope["query_string"]
         body = await request.body()
         params = merge_params(query, body)
-        ip = request.client.host if request.client else "unknown"
-        headers: dict[str, str] = {}
+        ex = _Exchange(client_ip(request))
         rt.tick()
         try:
-            rt.limits.charge_weight(ip, endpoint.weight_of(params), rt.now())
-            api_key = authenticate(rt, request, endpoint.security, query, body, params)
-            if endpoint.order:
-                ten, minute = rt.limits.charge_order(api_key, rt.now())
-                headers["X-MBX-ORDER-COUNT-10S"] = str(ten)
-                headers["X-MBX-ORDER-COUNT-1M"] = str(minute)
-            result, status = endpoint.handler(Call(api_key, params)), 200
+            result, status = _execute(rt, endpoint, request, query, body, params, ex), 200
         except SimError as exc:
             result, status = exc.body(), exc.http_status
+            ex.headers.update(_error_headers(rt, exc))
         finally:
             rt.publish()
-        headers["X-MBX-USED-WEIGHT-1M"] = str(rt.limits.used_weight(ip, rt.now()))
-        return json_response(result, status, headers)
+        ex.headers["X-MBX-USED-WEIGHT-1M"] = str(rt.limits.used_weight(ex.ip, rt.now()))
+        delay_s = rt.faults.delay_s(ex.api_key)
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        return json_response(result, status, ex.headers)
 
     return Route(endpoint.path, handle, methods=[endpoint.method])

@@ -121,6 +121,9 @@ class Hub:
         return len(self._by_key.get(listen_key, ())) if listen_key else 0
 
     def dispatch(self, deliveries: Iterable[Delivery]) -> None:
+        """Offer each event to the sessions subscribed to its key right now. Nothing is kept
+        for sockets that connect later: events produced during a gap are lost, as on the
+        exchange (reference §1.8)."""
         for delivery in deliveries:
             if delivery.listen_key is None:
                 continue

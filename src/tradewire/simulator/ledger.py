@@ -1,4 +1,10 @@
-"""Position and margin arithmetic (one-way mode, cross margin, USDT)."""
+"""Position and margin arithmetic (USDT; one-way or hedge positions; cross or isolated margin).
+
+Isolated margin, simplified: opening moves ``qty * price / leverage`` from the cross wallet into
+the position's isolated wallet; closing releases the closed share of it; realized PnL and
+commissions always settle in the total wallet. Maintenance margin follows tiered brackets
+(``MAINT_BRACKETS``): ``notional * rate - cum`` of the bracket the notional falls in.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,30 @@ from tradewire.simulator.model import ZERO, Account, Order, Position
 
 TAKER_FEE = Decimal("0.0004")
 MAKER_FEE = Decimal("0.0002")
+
+Bracket = tuple[Decimal, Decimal, Decimal]  # notional floor, maintenance rate, cum amount
+
+
+def _brackets(*rows: tuple[int, str]) -> list[Bracket]:
+    """Brackets from (floor, rate) rows; ``cum`` keeps the margin continuous at each floor."""
+    out: list[Bracket] = []
+    cum, last_rate = ZERO, ZERO
+    for floor, rate_text in rows:
+        rate = Decimal(rate_text)
+        cum += Decimal(floor) * (rate - last_rate)
+        out.append((Decimal(floor), rate, cum))
+        last_rate = rate
+    return out
+
+
+MAINT_BRACKETS: dict[str, list[Bracket]] = {
+    "BTCUSDT": _brackets((0, "0.004"), (50_000, "0.005"), (600_000, "0.01"),
+                         (3_000_000, "0.025"), (12_000_000, "0.05")),
+    "ETHUSDT": _brackets((0, "0.005"), (50_000, "0.0065"), (600_000, "0.01"),
+                         (3_000_000, "0.02"), (12_000_000, "0.05")),
+}
+DEFAULT_BRACKETS = _brackets((0, "0.01"), (5_000, "0.015"), (50_000, "0.02"),
+                             (250_000, "0.05"), (1_000_000, "0.1"))
 
 
 def signed(side: str, qty: Decimal) -> Decimal:
@@ -36,6 +66,39 @@ def apply_fill(position: Position, side: str, qty: Decimal, price: Decimal, now:
     position.realized += realized
     position.update_time = now
     return realized
+
+
+def book_fill(account: Account, position: Position, side: str, qty: Decimal, price: Decimal,
+              *, maker: bool, now: int) -> tuple[Decimal, Decimal]:
+    """Apply a fill to the position and the wallet; (realized PnL, commission)."""
+    old = position.amount
+    realized = apply_fill(position, side, qty, price, now)
+    fee = commission(qty, price, maker=maker)
+    account.wallet += realized - fee
+    account.update_time = now
+    if account.is_isolated(position.symbol):
+        _move_isolated(position, old, qty, price, account.leverage_of(position.symbol))
+    return realized, fee
+
+
+def _move_isolated(position: Position, old: Decimal, qty: Decimal, price: Decimal,
+                   leverage: int) -> None:
+    closed = ZERO if old == 0 or (old > 0) == (position.amount > old) else min(qty, abs(old))
+    if closed:
+        position.isolated_wallet -= position.isolated_wallet * closed / abs(old)
+    if qty > closed:
+        position.isolated_wallet += (qty - closed) * price / leverage
+    if position.amount == 0:
+        position.isolated_wallet = ZERO
+
+
+def isolated_total(account: Account) -> Decimal:
+    return sum((p.isolated_wallet for p in account.positions.values()), ZERO)
+
+
+def cross_wallet(account: Account) -> Decimal:
+    """The wallet minus what isolated positions hold (``cw``, ``crossWalletBalance``)."""
+    return account.wallet - isolated_total(account)
 
 
 def commission(qty: Decimal, price: Decimal, *, maker: bool) -> Decimal:
@@ -74,25 +137,65 @@ def initial_margin(position: Position, mark: Decimal, leverage: int) -> Decimal:
 
 
 def order_margin(account: Account, order: Order) -> Decimal:
-    if order.reduce_only or order.close_position:
+    if order.reduces_only:
         return ZERO
-    opening = opening_qty(account.position(order.symbol), order.side, order.quantity)
+    position = account.position(order.symbol, order.position_side)
+    opening = opening_qty(position, order.side, order.quantity)
     return opening * order.price / account.leverage_of(order.symbol)
 
 
 def available_balance(
     account: Account, marks: Mapping[str, Decimal], open_orders: Iterable[Order]
 ) -> Decimal:
-    """Wallet + unrealized PnL - position margin - open-order margin (cross margin)."""
-    value = account.wallet
+    """Cross wallet + cross unrealized PnL - cross position margin - open-order margin."""
+    value = cross_wallet(account)
     for position in account.positions.values():
-        if position.amount:
+        if position.amount and not account.is_isolated(position.symbol):
             mark = marks[position.symbol]
             value += unrealized(position, mark)
             value -= initial_margin(position, mark, account.leverage_of(position.symbol))
     for order in open_orders:
         value -= order_margin(account, order)
     return value
+
+
+def bracket(symbol: str, notional: Decimal) -> Bracket:
+    rows = MAINT_BRACKETS.get(symbol, DEFAULT_BRACKETS)
+    return [row for row in rows if abs(notional) >= row[0]][-1]
+
+
+def maint_margin(position: Position, mark: Decimal) -> Decimal:
+    """Maintenance margin of a position at ``mark`` (tiered)."""
+    if not position.amount:
+        return ZERO
+    notional = abs(position.amount) * mark
+    _, rate, cum = bracket(position.symbol, notional)
+    return notional * rate - cum
+
+
+def margin_backing(account: Account, position: Position, marks: Mapping[str, Decimal]) -> Decimal:
+    """What stands behind a position before its own PnL: its isolated wallet, or the cross
+    wallet plus the other cross positions' unrealized PnL less their maintenance margin."""
+    if account.is_isolated(position.symbol):
+        return position.isolated_wallet
+    value = cross_wallet(account)
+    for other in account.positions.values():
+        if other is not position and other.amount and not account.is_isolated(other.symbol):
+            mark = marks[other.symbol]
+            value += unrealized(other, mark) - maint_margin(other, mark)
+    return value
+
+
+def liquidation_price(account: Account, position: Position,
+                      marks: Mapping[str, Decimal]) -> Decimal:
+    """The mark at which margin + PnL meets maintenance (bracket of the current notional)."""
+    if not position.amount:
+        return ZERO
+    amount, mark = position.amount, marks[position.symbol]
+    _, rate, cum = bracket(position.symbol, amount * mark)
+    backing = margin_backing(account, position, marks)
+    price = (backing - amount * position.entry_price + cum) / (abs(amount) * rate - amount)
+    return max(price, ZERO)
 
 
 def unrealized_total(account: Account, marks: Mapping[str, Decimal]) -> Decimal:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from importlib import resources
 from typing import Any
 
@@ -46,6 +46,13 @@ class SymbolSpec:
 
     def qty_str(self, value: Decimal) -> str:
         return fmt(value, self.quantity_precision)
+
+    def to_tick(self, value: Decimal, *, up: bool) -> Decimal:
+        """``value`` on the price grid (rounded up or down), never below one tick."""
+        tick = self.tick_size or Decimal(1).scaleb(-self.price_precision)
+        steps = ((value - self.min_price) / tick).to_integral_value(
+            rounding=ROUND_CEILING if up else ROUND_FLOOR)
+        return max(self.min_price + steps * tick, self.min_price or tick)
 
     def check_price(self, price: Decimal) -> None:
         """PRICE_FILTER: positive, within bounds, on the tick (0 disables a bound)."""

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from tradewire.simulator import errors as err
+from tradewire.simulator import rejects
 
 CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 CONDITIONAL_TYPES = frozenset(
     {"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
 )
-ALGO_TYPES = frozenset({"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET"})
+ALGO_TYPES = CONDITIONAL_TYPES
+CLOSE_POSITION_TYPES = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET"})
+POSITION_SIDES = frozenset({"BOTH", "LONG", "SHORT"})
+CALLBACK_RATE_RANGE = (Decimal("0.1"), Decimal("10"))
 TIME_IN_FORCE = frozenset({"GTC", "IOC", "FOK", "GTX", "GTD"})
 WORKING_TYPES = frozenset({"MARK_PRICE", "CONTRACT_PRICE"})
 
@@ -32,14 +37,15 @@ class OrderRequest:
     client_order_id: str | None = None
     resp_type: str = "ACK"
     self_trade_prevention: str = "EXPIRE_MAKER"
+    position_side: str = "BOTH"
 
 
 @dataclass(frozen=True)
 class AlgoRequest:
     symbol: str
     side: str
-    type: str  # STOP_MARKET, TAKE_PROFIT_MARKET, STOP, TAKE_PROFIT
-    trigger_price: Decimal
+    type: str  # STOP_MARKET, TAKE_PROFIT_MARKET, STOP, TAKE_PROFIT, TRAILING_STOP_MARKET
+    trigger_price: Decimal | None = None  # None only for TRAILING_STOP_MARKET
     quantity: Decimal | None = None
     price: Decimal | None = None
     reduce_only: bool = False
@@ -49,6 +55,9 @@ class AlgoRequest:
     price_protect: bool = False
     time_in_force: str = "GTC"
     self_trade_prevention: str = "EXPIRE_MAKER"
+    position_side: str = "BOTH"
+    activate_price: Decimal | None = None  # TRAILING_STOP_MARKET only
+    callback_rate: Decimal | None = None  # TRAILING_STOP_MARKET only (percent)
 
 
 def required(params: Params, name: str) -> str:
@@ -112,9 +121,12 @@ def client_id(params: Params, name: str) -> str | None:
     return value
 
 
-def _position_side(params: Params) -> None:
-    if params.get("positionSide", "BOTH") != "BOTH":
-        raise err.bad(-4061, "Order's position side does not match user's setting.")
+def position_side(params: Params) -> str:
+    """BOTH (default), LONG or SHORT; whether it fits the account's mode is the engine's call."""
+    value = params.get("positionSide") or "BOTH"
+    if value not in POSITION_SIDES:
+        raise err.reject(rejects.INVALID_POSITION_SIDE)
+    return value
 
 
 def parse_order(params: Params) -> OrderRequest:
@@ -126,7 +138,6 @@ def parse_order(params: Params) -> OrderRequest:
         raise err.reject(err.USE_ALGO_API)
     if order_type not in ("LIMIT", "MARKET"):
         raise err.invalid_enum("type")
-    _position_side(params)
     quantity = required_decimal(params, "quantity")
     price = decimal(params, "price")
     if order_type == "LIMIT":
@@ -143,6 +154,7 @@ def parse_order(params: Params) -> OrderRequest:
         client_order_id=client_id(params, "newClientOrderId"),
         resp_type=one_of(params, "newOrderRespType", frozenset({"ACK", "RESULT"}), "ACK"),
         self_trade_prevention=params.get("selfTradePreventionMode", "EXPIRE_MAKER"),
+        position_side=position_side(params),
     )
 
 
@@ -155,10 +167,11 @@ def parse_algo(params: Params) -> AlgoRequest:
     order_type = required(params, "type")
     if order_type not in ALGO_TYPES:
         raise err.invalid_enum("type")
-    _position_side(params)
     close_position = boolean(params, "closePosition")
     reduce_only = boolean(params, "reduceOnly")
     quantity = decimal(params, "quantity")
+    if close_position and order_type not in CLOSE_POSITION_TYPES:
+        raise err.not_required("closePosition")
     if close_position and quantity is not None:
         raise err.reject(err.QTY_WITH_CLOSE_POSITION)
     if close_position and reduce_only:
@@ -168,9 +181,13 @@ def parse_algo(params: Params) -> AlgoRequest:
     price = decimal(params, "price")
     if not order_type.endswith("_MARKET") and price is None:
         raise err.missing("price")
+    trailing = _trailing(params) if order_type == "TRAILING_STOP_MARKET" else None
     return AlgoRequest(
         symbol=symbol, side=side, type=order_type,
-        trigger_price=required_decimal(params, "triggerPrice"),
+        trigger_price=None if trailing else required_decimal(params, "triggerPrice"),
+        activate_price=trailing[0] if trailing else None,
+        callback_rate=trailing[1] if trailing else None,
+        position_side=position_side(params),
         quantity=quantity, price=price, reduce_only=reduce_only, close_position=close_position,
         client_algo_id=client_id(params, "clientAlgoId"),
         working_type=one_of(params, "workingType", WORKING_TYPES, "CONTRACT_PRICE"),
@@ -178,3 +195,41 @@ def parse_algo(params: Params) -> AlgoRequest:
         time_in_force=one_of(params, "timeInForce", TIME_IN_FORCE, "GTC"),
         self_trade_prevention=params.get("selfTradePreventionMode", "EXPIRE_MAKER"),
     )
+
+
+def _trailing(params: Params) -> tuple[Decimal | None, Decimal]:
+    """(activatePrice, callbackRate) of a TRAILING_STOP_MARKET; it takes no triggerPrice
+    (-2021, as the exchange answers) and a callbackRate of 0.1-10 (percent)."""
+    if params.get("triggerPrice"):
+        raise err.reject(err.WOULD_TRIGGER)
+    rate = required_decimal(params, "callbackRate")
+    low, high = CALLBACK_RATE_RANGE
+    if not low <= rate <= high:
+        raise err.invalid_enum("callbackRate")
+    return decimal(params, "activatePrice"), rate
+
+
+def parse_batch(params: Params) -> list[OrderRequest | err.SimError]:
+    """``POST /fapi/v1/batchOrders``: ``batchOrders`` is a JSON list of order objects (values
+    as strings); each item parsed like ``POST /fapi/v1/order`` — a bad item becomes its error,
+    answered in its place. More than 5 (or none) is the engine's -4082."""
+    raw = required(params, "batchOrders")
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        raise err.invalid_enum("batchOrders") from None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise err.invalid_enum("batchOrders")
+    parsed: list[OrderRequest | err.SimError] = []
+    for item in items:
+        try:
+            parsed.append(parse_order({str(k): _text(v) for k, v in item.items()}))
+        except err.SimError as exc:
+            parsed.append(exc)
+    return parsed
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -8,7 +8,9 @@ from typing import Any, TypeVar
 from tradewire.simulator import errors as err
 from tradewire.simulator import params as p
 from tradewire.simulator import views
+from tradewire.simulator.faults import ALGO_ORDER, ORDER
 from tradewire.simulator.gateway import Call, Endpoint, Params
+from tradewire.simulator.model import AlgoOrder
 from tradewire.simulator.runtime import Runtime
 
 _T = TypeVar("_T")
@@ -133,13 +135,21 @@ class Rest:
 
     def new_algo(self, call: Call) -> Any:
         algo = self.engine.place_algo_order(call.api_key, p.parse_algo(call.params))
+        self.rt.faults.algo_placed(call.api_key, algo.algo_id, self.rt.now())
         return views.algo_body(algo, self.engine.spec(algo.symbol))
+
+    def _visible(self, algos: Sequence[AlgoOrder]) -> list[AlgoOrder]:
+        """Without the algo orders a fault keeps unqueryable for now."""
+        now = self.rt.now()
+        return [a for a in algos if not self.rt.faults.algo_hidden(a.algo_id, now)]
 
     def _algo_ref(self, params: Params) -> tuple[int | None, str | None]:
         return p.integer(params, "algoId"), params.get("clientAlgoId")
 
     def get_algo(self, call: Call) -> Any:
         algo = self.engine.get_algo_order(call.api_key, *self._algo_ref(call.params))
+        if not self._visible([algo]):
+            raise err.reject(err.ORDER_NOT_FOUND)
         return views.algo_body(algo, self.engine.spec(algo.symbol))
 
     def cancel_algo(self, call: Call) -> Any:
@@ -151,14 +161,15 @@ class Rest:
         return CANCEL_ALL_DONE
 
     def open_algos(self, call: Call) -> Any:
-        algos = self.engine.open_algo_orders(call.api_key, call.params.get("symbol") or None)
+        algos = self._visible(
+            self.engine.open_algo_orders(call.api_key, call.params.get("symbol") or None))
         return [views.algo_body(a, self.engine.spec(a.symbol)) for a in algos]
 
     def all_algos(self, call: Call) -> Any:
         symbol = p.required(call.params, "symbol")
         spec = self.engine.spec(symbol)
-        algos = _window(self.engine.all_algo_orders(call.api_key, symbol), call.params,
-                        lambda a: a.create_time)
+        algos = _window(self._visible(self.engine.all_algo_orders(call.api_key, symbol)),
+                        call.params, lambda a: a.create_time)
         return [views.algo_body(a, spec) for a in algos]
 
     # -- positions and balance -----------------------------------------------------------
@@ -210,14 +221,14 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
         Endpoint("POST", "/fapi/v1/listenKey", "USER_STREAM", r.listen_key_start),
         Endpoint("PUT", "/fapi/v1/listenKey", "USER_STREAM", r.listen_key_keepalive),
         Endpoint("DELETE", "/fapi/v1/listenKey", "USER_STREAM", r.listen_key_close),
-        Endpoint("POST", "/fapi/v1/order", "SIGNED", r.new_order, 0, order=True),
+        Endpoint("POST", "/fapi/v1/order", "SIGNED", r.new_order, 0, (1, 1), ORDER),
         Endpoint("GET", "/fapi/v1/order", "SIGNED", r.get_order),
         Endpoint("DELETE", "/fapi/v1/order", "SIGNED", r.cancel_order),
         Endpoint("DELETE", "/fapi/v1/allOpenOrders", "SIGNED", r.cancel_all),
         Endpoint("GET", "/fapi/v1/openOrders", "SIGNED", r.open_orders, _per_symbol(1, 40)),
         Endpoint("GET", "/fapi/v1/allOrders", "SIGNED", r.all_orders, 5),
         Endpoint("GET", "/fapi/v1/userTrades", "SIGNED", r.user_trades, 5),
-        Endpoint("POST", "/fapi/v1/algoOrder", "SIGNED", r.new_algo, 0, order=True),
+        Endpoint("POST", "/fapi/v1/algoOrder", "SIGNED", r.new_algo, 0, (1, 1), ALGO_ORDER),
         Endpoint("GET", "/fapi/v1/algoOrder", "SIGNED", r.get_algo),
         Endpoint("DELETE", "/fapi/v1/algoOrder", "SIGNED", r.cancel_algo),
         Endpoint("DELETE", "/fapi/v1/algoOpenOrders", "SIGNED", r.cancel_all_algos),

@@ -26,7 +26,7 @@ def order_body(order: Order, spec: SymbolSpec, *, with_time: bool = False) -> Bo
         "price": price_or_zero(spec, order.price),
         "reduceOnly": order.reduce_only,
         "side": order.side,
-        "positionSide": "BOTH",
+        "positionSide": order.position_side,
         "status": order.status,
         "stopPrice": price_or_zero(spec, order.stop_price),
         "closePosition": order.close_position,
@@ -41,6 +41,9 @@ def order_body(order: Order, spec: SymbolSpec, *, with_time: bool = False) -> Bo
         "selfTradePreventionMode": order.self_trade_prevention,
         "goodTillDate": 0,
     }
+    if order.callback_rate is not None:
+        body["activatePrice"] = price_or_zero(spec, order.activate_price or Decimal(0))
+        body["priceRate"] = plain(order.callback_rate)
     if with_time:
         body["time"] = order.time
     return body
@@ -55,13 +58,13 @@ def algo_body(algo: AlgoOrder, spec: SymbolSpec) -> Body:
         "orderType": algo.order_type,
         "symbol": algo.symbol,
         "side": algo.side,
-        "positionSide": "BOTH",
+        "positionSide": algo.position_side,
         "timeInForce": algo.time_in_force,
         "quantity": qty_or_zero(spec, algo.quantity),
         "algoStatus": algo.status,
         "actualOrderId": algo.actual_order_id,
         "actualPrice": spec.price_str(algo.actual_price) if algo.actual_price else "",
-        "triggerPrice": spec.price_str(algo.trigger_price),
+        "triggerPrice": price_or_zero(spec, algo.trigger_price),
         "price": spec.price_str(algo.price),
         "icebergQuantity": None,
         "tpTriggerPrice": "0",
@@ -75,8 +78,8 @@ def algo_body(algo: AlgoOrder, spec: SymbolSpec) -> Body:
         "closePosition": algo.close_position,
         "priceProtect": algo.price_protect,
         "reduceOnly": algo.reduce_only,
-        "activatePrice": "",
-        "callbackRate": "",
+        "activatePrice": price_or_zero(spec, algo.activate_price) if algo.activate_price else "",
+        "callbackRate": plain(algo.callback_rate) if algo.callback_rate is not None else "",
         "createTime": algo.create_time,
         "updateTime": algo.update_time,
         "triggerTime": algo.trigger_time,
@@ -103,41 +106,43 @@ def trade_body(trade: Trade, spec: SymbolSpec) -> Body:
         "quoteQty": money(trade.quote_qty),
         "realizedPnl": money(trade.realized_pnl),
         "side": trade.side,
-        "positionSide": "BOTH",
+        "positionSide": trade.position_side,
         "symbol": trade.symbol,
         "time": trade.time,
     }
 
 
 def _position_common(
-    position: Position, spec: SymbolSpec, mark: Decimal
+    position: Position, spec: SymbolSpec, mark: Decimal, isolated: bool, liquidation: Decimal
 ) -> Body:
+    pnl = ledger.unrealized(position, mark)
     return {
         "symbol": position.symbol,
-        "positionSide": "BOTH",
+        "positionSide": position.side,
         "positionAmt": qty_or_zero(spec, position.amount) if position.amount else "0.000",
         "entryPrice": plain(position.entry_price.quantize(Decimal("1e-8"))),
         "breakEvenPrice": plain(ledger.breakeven(position).quantize(Decimal("1e-8"))),
         "markPrice": money(mark),
-        "unRealizedProfit": money(ledger.unrealized(position, mark)),
-        "liquidationPrice": "0",
-        "isolatedMargin": "0",
+        "unRealizedProfit": money(pnl),
+        "liquidationPrice": money(liquidation) if liquidation else "0",
+        "isolatedMargin": money(position.isolated_wallet + pnl) if isolated else "0",
         "notional": money(position.amount * mark),
-        "isolatedWallet": "0",
+        "isolatedWallet": money(position.isolated_wallet) if isolated else "0",
         "updateTime": position.update_time,
     }
 
 
 def position_v3(
-    position: Position, spec: SymbolSpec, mark: Decimal, leverage: int, order_margin: Decimal
+    position: Position, spec: SymbolSpec, mark: Decimal, leverage: int, order_margin: Decimal,
+    *, isolated: bool = False, liquidation: Decimal = Decimal(0),
 ) -> Body:
     """One ``GET /fapi/v3/positionRisk`` row."""
-    body = _position_common(position, spec, mark)
+    body = _position_common(position, spec, mark, isolated, liquidation)
     margin = ledger.initial_margin(position, mark, leverage)
     body.update({
         "marginAsset": "USDT",
         "initialMargin": money(margin + order_margin),
-        "maintMargin": money(abs(position.amount) * mark * Decimal("0.004")),
+        "maintMargin": money(ledger.maint_margin(position, mark)),
         "positionInitialMargin": money(margin),
         "openOrderInitialMargin": money(order_margin),
         "adl": 0,
@@ -147,15 +152,16 @@ def position_v3(
     return body
 
 
-def position_v2(position: Position, spec: SymbolSpec, mark: Decimal, leverage: int) -> Body:
+def position_v2(position: Position, spec: SymbolSpec, mark: Decimal, leverage: int, *,
+                isolated: bool = False, liquidation: Decimal = Decimal(0)) -> Body:
     """One ``GET /fapi/v2/positionRisk`` row."""
-    body = _position_common(position, spec, mark)
+    body = _position_common(position, spec, mark, isolated, liquidation)
     body.update({
         "leverage": str(leverage),
         "maxNotionalValue": "5000000",
-        "marginType": "cross",
+        "marginType": "isolated" if isolated else "cross",
         "isAutoAddMargin": "false",
-        "isolated": False,
+        "isolated": isolated,
         "adlQuantile": 0,
     })
     return body
@@ -167,7 +173,7 @@ def balance_body(account: Account, unrealized: Decimal, available: Decimal) -> l
         "accountAlias": "SgsR",
         "asset": "USDT",
         "balance": money(account.wallet),
-        "crossWalletBalance": money(account.wallet),
+        "crossWalletBalance": money(ledger.cross_wallet(account)),
         "crossUnPnl": money(unrealized),
         "availableBalance": money(available),
         "maxWithdrawAmount": money(min(available, account.wallet)),
