@@ -24,10 +24,11 @@ class SimulatorServer(BackgroundServer):
     """The simulator listening on ``host:port`` as a task of the running event loop."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, engine: Engine | None = None,
-                 *, app: Starlette | None = None) -> None:
+                 *, app: Starlette | None = None, ping_interval_s: float = WS_PING_INTERVAL_S,
+                 pong_timeout_s: float = WS_PONG_TIMEOUT_S) -> None:
         super().__init__(
             app or create_app(engine), host, port, ws="websockets-sansio",
-            ws_ping_interval=WS_PING_INTERVAL_S, ws_ping_timeout=WS_PONG_TIMEOUT_S,
+            ws_ping_interval=ping_interval_s, ws_ping_timeout=pong_timeout_s,
         )
 
     @property
