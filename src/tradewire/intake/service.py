@@ -34,9 +34,7 @@ from tradewire.domain import Signal
 from tradewire.errors import Conflict, ExchangeError, InvalidInput, NotFound
 from tradewire.intake import safety
 from tradewire.intake.model import Decision, Kind, ParsedSignal, RawMessage
-from tradewire.intake.parser import parse
-from tradewire.intake.profiles import ChannelConfig, IntakeConfig, ProfileBook
-from tradewire.intake.safety import (
+from tradewire.intake.outcome import (
     DUPLICATE,
     EXECUTED_ALREADY,
     IGNORED_DELETE,
@@ -47,6 +45,8 @@ from tradewire.intake.safety import (
     result_of,
     row_values,
 )
+from tradewire.intake.parser import parse
+from tradewire.intake.profiles import ChannelConfig, IntakeConfig, ProfileBook
 from tradewire.logging import bind, log
 from tradewire.store import intake as ledger
 from tradewire.store._sql import to_json
