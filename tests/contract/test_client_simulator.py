@@ -368,3 +368,40 @@ async def test_simulator_events_match_the_golden_shapes(
     assert len(triggered) == 1 and fills and fills[-1].o.X == "FILLED"
     assert {f.o.i for f in fills} == {triggered[0].o.actual_order_id}
     assert fills[-1].o.ot == "STOP_MARKET" and fills[-1].o.o == "MARKET"
+
+
+async def test_the_simulators_unknown_outcome_fault_never_opens_a_second_position(
+    sim: Sim,
+) -> None:
+    """The simulator places the order but answers 503 "unknown": the client finds the order
+    by its client id and returns it — one position, one order, no second send landing."""
+    key, secret = await sim.new_account()
+    armed = await sim.admin.post("/sim/faults/unknown-outcome", json={"api_key": key, "count": 1})
+    assert armed.status_code == 200, armed.text
+    async with sim.client(key, secret) as client:
+        order = await client.place_order("BTCUSDT", "BUY", "MARKET", Decimal("0.010"),
+                                         client_order_id="tw-unknown-1")
+    assert order.clientOrderId == "tw-unknown-1"
+    account = await sim.account(key)
+    assert [Decimal(p["positionAmt"]) for p in account["positions"]] == [Decimal("0.010")]
+
+
+async def test_a_system_throttle_is_a_transient_error_and_reduce_only_orders_pass(
+    sim: Sim,
+) -> None:
+    """-1008 refuses a new order as retryable (nothing placed), while a reduce-only order that
+    lowers risk goes through the same throttle."""
+    from tradewire.errors import ExchangeUnavailable, is_transient
+
+    key, secret = await sim.new_account()
+    async with sim.client(key, secret) as client:
+        await client.place_order("BTCUSDT", "BUY", "MARKET", Decimal("0.010"),
+                                 client_order_id="tw-open-1")
+        await sim.admin.post("/sim/faults/throttle", json={"api_key": key, "count": 5})
+        with pytest.raises(ExchangeUnavailable) as refused:
+            await client.place_order("BTCUSDT", "BUY", "MARKET", Decimal("0.010"),
+                                     client_order_id="tw-open-2")
+        assert refused.value.code == -1008 and is_transient(refused.value)
+        await client.place_order("BTCUSDT", "SELL", "MARKET", Decimal("0.010"), reduce_only=True,
+                                 client_order_id="tw-close-1")
+    assert (await sim.account(key))["positions"] == []
