@@ -227,13 +227,14 @@ def test_duplicate_client_algo_id(engine: Engine, account: Account) -> None:
     ("extra", "code"),
     [({"closePosition": "true", "quantity": "0.01"}, -4137),
      ({"closePosition": "true", "reduceOnly": "true"}, -1106),
-     ({"type": "TRAILING_STOP_MARKET"}, -1116),
+     ({"type": "LIMIT"}, -1116),
+     ({"type": "TRAILING_STOP_MARKET", "callbackRate": "1"}, -2021),
      ({"algoType": "VP"}, -1130),
      ({"triggerPrice": ""}, -1102)],
 )
 def test_algo_parameter_rules(extra: dict[str, str], code: int) -> None:
     """closePosition excludes quantity (-4137) and reduceOnly (-1106); only CONDITIONAL
-    STOP/TAKE_PROFIT types; triggerPrice is mandatory."""
+    types; triggerPrice is mandatory, except for trailing stops, which refuse it (-2021)."""
     params = {"algoType": "CONDITIONAL", "symbol": BTC, "side": "SELL", "type": "STOP_MARKET",
               "triggerPrice": "58000", "quantity": "0.01"}
     params.update(extra)

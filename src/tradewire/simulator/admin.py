@@ -6,7 +6,12 @@
 - ``GET /sim/accounts/{api_key}`` -> balance, positions, open orders, open algo orders, and
   ``listening``: how many user-data sockets are subscribed to the account's active listenKey
 - ``POST /sim/mark-price`` ``{"symbol", "price"}`` -> runs fills and triggers
-- ``POST /sim/clock/advance`` ``{"ms": n}`` (ManualClock only) -> expires due listenKeys
+- ``POST /sim/clock/advance`` ``{"ms": n}`` or ``{"to": epoch_ms}`` (ManualClock/SimClock
+  only) -> plays attached price paths and expires due listenKeys on the way
+- ``POST /sim/clock/speed`` ``{"speed": 60}`` (SimClock only): simulated time runs 60x
+- ``POST /sim/paths`` (see ``handlers.build_path``): attach a scripted path, a seeded random
+  walk or a kline CSV replay to a symbol; ``DELETE /sim/paths/{symbol}`` detaches it
+- ``POST /sim/slippage`` ``{"bps", "symbol"?}``; ``POST /sim/liquidation`` ``{"enabled"}``
 - ``POST /sim/limits/reset`` -> forgets weight and order counters, bans and connection attempts
 
 Faults (``faults.py``; the same as ``runtime.faults`` from Python). ``api_key`` is optional
@@ -34,7 +39,7 @@ The answers are ``GET /sim/faults`` (what is armed), except for drop-connections
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -43,7 +48,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tradewire.clock import ManualClock
-from tradewire.simulator import views
+from tradewire.simulator import handlers, views
 from tradewire.simulator.errors import SimError
 from tradewire.simulator.gateway import json_response
 from tradewire.simulator.market import money
@@ -128,12 +133,9 @@ def admin_routes(rt: Runtime) -> list[Route]:
 
     async def advance_clock(request: Request) -> Any:
         body = await _json_body(request)
-        clock = engine.clock
-        if not isinstance(clock, ManualClock):
+        if not isinstance(engine.clock, ManualClock):
             raise AdminError(409, "the simulator runs on the system clock")
-        clock.advance(int(body.get("ms", 0)))
-        rt.tick()
-        return {"now": clock.now_ms()}
+        return _engine_call(rt, handlers.admin_advance, body)
 
     async def reset_limits(request: Request) -> Any:
         rt.limits.reset()
@@ -145,6 +147,7 @@ def admin_routes(rt: Runtime) -> list[Route]:
         _route(rt, "/sim/accounts/{api_key}", "GET", show_account),
         _route(rt, "/sim/mark-price", "POST", mark_price),
         _route(rt, "/sim/clock/advance", "POST", advance_clock),
+        *engine_routes(rt),
         _route(rt, "/sim/limits/reset", "POST", reset_limits),
         *fault_routes(rt),
     ]
@@ -238,6 +241,39 @@ def fault_routes(rt: Runtime) -> list[Route]:
         _route(rt, "/sim/faults/slow", "POST", slow),
         _route(rt, "/sim/faults/hide-algos", "POST", hide_algos),
         _route(rt, "/sim/faults/clear", "POST", clear),
+    ]
+
+
+EngineHandler = Callable[[Any, Mapping[str, Any]], Any]
+
+
+def _engine_call(rt: Runtime, handler: EngineHandler, body: dict[str, Any]) -> Any:
+    try:
+        return handler(rt.engine, body)
+    except (ValueError, KeyError, TypeError) as exc:  # a bad body: say what is wrong
+        raise AdminError(400, str(exc)) from None
+
+
+def engine_routes(rt: Runtime) -> list[Route]:
+    """Market and time controls (``handlers.admin_*``): clock speed, slippage, price paths,
+    liquidation on/off."""
+
+    def post(path: str, handler: EngineHandler) -> Route:
+        async def call(request: Request) -> Any:
+            return _engine_call(rt, handler, await _json_body(request))
+
+        return _route(rt, path, "POST", call)
+
+    async def detach_path(request: Request) -> Any:
+        rt.engine.detach_path(request.path_params["symbol"])
+        return {"detached": request.path_params["symbol"]}
+
+    return [
+        post("/sim/clock/speed", handlers.admin_clock_speed),
+        post("/sim/slippage", handlers.admin_slippage),
+        post("/sim/paths", handlers.admin_attach_path),
+        _route(rt, "/sim/paths/{symbol}", "DELETE", detach_path),
+        post("/sim/liquidation", handlers.admin_liquidation),
     ]
 
 

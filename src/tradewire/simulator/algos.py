@@ -15,7 +15,7 @@ from tradewire.simulator import errors as err
 from tradewire.simulator import events, hedge, ledger, trailing
 from tradewire.simulator.core import Core
 from tradewire.simulator.matching import Matching
-from tradewire.simulator.model import ZERO, AlgoOrder, Order, fires, random_token
+from tradewire.simulator.model import ZERO, AlgoOrder, Order, fires, is_closing, random_token
 from tradewire.simulator.params import AlgoRequest
 
 REDUCE_ONLY_REJECT = "Reduce Only reject"
@@ -63,7 +63,8 @@ class AlgoService:
                 spec.check_price(price)
         if req.quantity is not None:
             spec.check_qty(req.quantity, market=req.type.endswith("_MARKET"))
-            plain = not (req.reduce_only or req.close_position)
+            plain = not (req.reduce_only or req.close_position
+                         or is_closing(req.position_side, req.side))
             notional = req.price or req.trigger_price or req.activate_price or mark
             if plain and req.quantity * notional < spec.min_notional:
                 raise err.min_notional(spec.min_notional)

@@ -44,7 +44,6 @@ MAX_BATCH_ORDERS = 5
 __all__ = ["Delivery", "Engine", "SimError"]
 
 
-
 class Engine:
     """Accounts, symbols, mark prices, orders, algo orders and listenKeys of one exchange."""
 
@@ -96,7 +95,8 @@ class Engine:
         return self._core.marks[symbol]
 
     def set_mark_price(self, symbol: str, price: Decimal) -> None:
-        """Move the mark; resting LIMIT orders fill and algo orders trigger as it crosses them."""
+        """Move the mark: resting LIMIT orders fill and algo orders trigger as it crosses them,
+        then accounts short of maintenance margin are liquidated."""
         self._core.spec(symbol)
         if price <= 0:
             raise err.reject(err.PRICE_NOT_POSITIVE)

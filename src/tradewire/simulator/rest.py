@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from tradewire.simulator import errors as err
+from tradewire.simulator import handlers, views
 from tradewire.simulator import params as p
-from tradewire.simulator import views
 from tradewire.simulator.faults import ALGO_ORDER, ORDER
 from tradewire.simulator.gateway import Call, Endpoint, Params
 from tradewire.simulator.model import AlgoOrder
@@ -186,20 +186,8 @@ class Rest:
 
 def position_rows(rt: Runtime, api_key: str, symbol: str | None, *,
                   version: int) -> list[dict[str, Any]]:
-    """v2: every symbol; v3: symbols with a position or open orders."""
-    engine = rt.engine
-    account = engine.account(api_key)
-    symbols = [symbol] if symbol else engine.symbols
-    rows = []
-    for sym in symbols:
-        spec, mark = engine.spec(sym), engine.mark_price(sym)
-        position = account.position(sym)
-        if version == 2:
-            rows.append(views.position_v2(position, spec, mark, account.leverage_of(sym)))
-        elif position.amount or engine.open_orders(api_key, sym):
-            margin = engine.order_margin(api_key, sym)
-            rows.append(views.position_v3(position, spec, mark, account.leverage_of(sym), margin))
-    return rows
+    """v2: every symbol; v3: symbols with a position or open orders (per side in hedge mode)."""
+    return handlers.position_rows(rt.engine, api_key, symbol, version=version)
 
 
 def balance_rows(rt: Runtime, api_key: str) -> list[dict[str, Any]]:
@@ -238,5 +226,13 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
         Endpoint("GET", "/fapi/v3/positionRisk", "SIGNED", r.position_risk_v3, 5),
         Endpoint("GET", "/fapi/v2/balance", "SIGNED", r.balance, 5),
         Endpoint("GET", "/fapi/v3/balance", "SIGNED", r.balance, 5),
+        Endpoint("POST", "/fapi/v1/positionSide/dual", "SIGNED",
+                 lambda c: handlers.set_position_mode(rt.engine, c.api_key, c.params)),
+        Endpoint("GET", "/fapi/v1/positionSide/dual", "SIGNED",
+                 lambda c: handlers.get_position_mode(rt.engine, c.api_key, c.params), 30),
+        Endpoint("POST", "/fapi/v1/marginType", "SIGNED",
+                 lambda c: handlers.set_margin_type(rt.engine, c.api_key, c.params)),
+        Endpoint("POST", "/fapi/v1/batchOrders", "SIGNED",
+                 lambda c: handlers.batch_orders(rt.engine, c.api_key, c.params), 5, (5, 1)),
     ]
 

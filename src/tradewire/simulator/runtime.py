@@ -31,6 +31,6 @@ class Runtime:
         self.hub.dispatch(self.faults.deliverable(self.engine.drain_events()))
 
     def tick(self) -> None:
-        """Expire due listenKeys (and tell their sockets)."""
-        self.engine.tick()
+        """Play attached price paths up to now and expire due listenKeys (telling sockets)."""
+        self.engine.advance_to(self.engine.clock.now_ms())
         self.publish()
