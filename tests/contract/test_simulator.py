@@ -442,3 +442,21 @@ async def test_app_serves_in_process_without_a_port(clock: ManualClock) -> None:
         risk = (await trader.signed("GET", "/fapi/v2/positionRisk", symbol=BTC)).json()
     assert (risk[0]["positionAmt"], risk[0]["unRealizedProfit"], risk[0]["leverage"]) == (
         "0.010", "10.00000000", "20")
+
+
+async def test_market_and_public_routes_accept_clients_and_string_request_ids() -> None:
+    """``/market/stream`` and ``/public/stream`` connect and answer control messages (no market
+    data is modelled); a SUBSCRIBE may carry a string id, as the official SDK sends."""
+    import json as _json
+
+    from websockets.asyncio.client import connect
+
+    from tradewire.simulator import SimulatorServer
+
+    async with SimulatorServer() as sim:
+        for route in ("market", "public"):
+            async with connect(f"{sim.ws_url}/{route}/stream") as ws:
+                await ws.send(_json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@markPrice"],
+                                           "id": "0d2f7a3c-6a0e-4a5e-9d8e-3f1c2b4a5d6e"}))
+                reply = _json.loads(await ws.recv())
+                assert reply == {"result": None, "id": "0d2f7a3c-6a0e-4a5e-9d8e-3f1c2b4a5d6e"}

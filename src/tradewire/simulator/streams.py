@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import parse_qsl
 
 from starlette.routing import WebSocketRoute
@@ -90,12 +90,13 @@ class Control:
         if not isinstance(message, dict):
             return {"code": 2, "msg": "Invalid request"}
         request_id = message.get("id")
-        if not isinstance(request_id, int) or isinstance(request_id, bool) or request_id < 0:
-            return {"code": 2, "msg": "Invalid request: request ID must be an unsigned integer"}
+        if not _valid_id(request_id):
+            return {"code": 2, "msg": "Invalid request: request ID must be an unsigned integer "
+                    "or a string of at most 36 characters"}
         params = message.get("params", [])
         return self._dispatch(str(message.get("method", "")), params, request_id)
 
-    def _dispatch(self, method: str, params: Any, request_id: int) -> dict[str, Any]:
+    def _dispatch(self, method: str, params: Any, request_id: int | str) -> dict[str, Any]:
         if method == "LIST_SUBSCRIPTIONS":
             return {"result": sorted(self.session.filters), "id": request_id}
         if method == "GET_PROPERTY":
@@ -120,6 +121,16 @@ class Control:
     def _room_for(self, params: list[Any]) -> bool:
         keys = set(self.session.filters) | {str(p).partition("@")[0] for p in params}
         return len(keys) <= self.max_streams
+
+
+def _valid_id(request_id: object) -> TypeGuard[int | str]:
+    """An unsigned integer, or a string id of up to 36 characters (the official SDK sends a
+    uuid4 string)."""
+    if isinstance(request_id, bool):
+        return False
+    if isinstance(request_id, int):
+        return request_id >= 0
+    return isinstance(request_id, str) and 0 < len(request_id) <= 36
 
 
 async def _read_loop(websocket: WebSocket, session: Session, control: Control | None,
@@ -221,6 +232,12 @@ def stream_routes(rt: Runtime, config: StreamConfig) -> list[WebSocketRoute]:
         await run_session(websocket, hub, Session(websocket, combined=False), config,
                           silent=True)
 
+    async def market(websocket: WebSocket) -> None:
+        """``/market/...`` and ``/public/...``: market data is not modelled; the connection and
+        its control messages work, and no data flows (clients that open them first — like the
+        official SDK — go on to their private stream)."""
+        await _serve(websocket, [], combined=websocket.url.path.endswith("/stream"))
+
     async def _serve(websocket: WebSocket, subscriptions: list[Subscription],
                      *, combined: bool) -> None:
         if not await _admit(websocket, rt, config, len({k for k, _ in subscriptions})):
@@ -240,6 +257,8 @@ def stream_routes(rt: Runtime, config: StreamConfig) -> list[WebSocketRoute]:
         WebSocketRoute("/private/ws/{listen_key}", private_path),
         WebSocketRoute("/private/ws", private_raw),
         WebSocketRoute("/private/stream", private_combined),
+        *(WebSocketRoute(f"/{route}/{form}", market)
+          for route in ("market", "public") for form in ("stream", "ws")),
         WebSocketRoute("/ws/{rest:path}", legacy),
         WebSocketRoute("/ws", legacy),
         WebSocketRoute("/stream", legacy),
