@@ -11,24 +11,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import http.server
-import itertools
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from tests.conftest import IN_CI
+from tests.e2e.intake_support import (  # noqa: F401 (chromium_fixture, page_server_fixture)
+    GUILD,
+    Chromium,
+    PageServer,
+    Tab,
+    _channels,
+    _sequence,
+    channel_tab,
+    chromium_fixture,
+    close_tab,
+    create_user,
+    open_tab,
+    page_server_fixture,
+    running_chromium,
+    until,
+)
 
 from tradewire.clock import SystemClock
 from tradewire.errors import ConfigError
@@ -41,7 +47,7 @@ from tradewire.intake.cdp import (
     run_from_args,
     snowflake_ms,
 )
-from tradewire.intake.cdp.protocol import CdpError, CdpSession, require_loopback
+from tradewire.intake.cdp.protocol import require_loopback
 from tradewire.intake.cdp.tracker import make_snowflake
 from tradewire.intake.model import RawMessage, Source
 
@@ -49,186 +55,6 @@ if TYPE_CHECKING:
     from tests.e2e.conftest import Harness
 
 pytestmark = pytest.mark.timeout(60)
-
-PAGE = Path(__file__).parent.parent / "fixtures" / "discord_page" / "index.html"
-GUILD = "800000000000000001"
-_channels = itertools.count(900000000000000001)
-_sequence = itertools.count(1)
-
-
-# --- the browser and the page --------------------------------------------------------------
-
-
-def chromium_binary() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    if IN_CI:
-        pytest.fail("chromium is not installed (CI=true: .ci/run installs it)")
-    pytest.skip("chromium is not installed (apt-get install chromium)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class PageServer:
-    """Serves the fixture page for every ``/channels/...`` path on 127.0.0.1."""
-
-    def __init__(self) -> None:
-        body = PAGE.read_bytes()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if not self.path.startswith("/channels/"):
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("content-type", "text/html; charset=utf-8")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def channel_url(self, channel: str) -> str:
-        return f"{self.base_url}/channels/{GUILD}/{channel}"
-
-
-class Chromium:
-    """One headless Chromium with a DevTools port on 127.0.0.1 (killed and started at will)."""
-
-    def __init__(self, binary: str, profile: Path, start_url: str) -> None:
-        self.binary, self.profile, self.start_url = binary, profile, start_url
-        self.port = free_port()
-        self.debug_url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--remote-debugging-address=127.0.0.1",
-             f"--remote-debugging-port={self.port}", f"--user-data-dir={self.profile}",
-             self.start_url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.debug_url}/json/version", timeout=1).status_code == 200:
-                    return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError("chromium did not open its DevTools port")
-
-    def kill(self) -> None:
-        """SIGKILL the whole browser (its own process group), as a crash would."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-        self.process = None
-
-
-@pytest.fixture(scope="module")
-def page_server() -> Iterator[PageServer]:
-    server = PageServer()
-    yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
-
-
-@contextlib.contextmanager
-def running_chromium(page_server: PageServer) -> Iterator[Chromium]:
-    binary = chromium_binary()
-    with tempfile.TemporaryDirectory(prefix="tw-chromium-") as profile:
-        browser = Chromium(binary, Path(profile), page_server.channel_url("1"))
-        browser.start()
-        try:
-            yield browser
-        finally:
-            browser.kill()
-
-
-@pytest.fixture(scope="module")
-def chromium(page_server: PageServer) -> Iterator[Chromium]:
-    """One browser for the module (tests that kill a browser start their own)."""
-    with running_chromium(page_server) as browser:
-        yield browser
-
-
-class Tab:
-    """A tab of the fixture page, driven by the test through its own DevTools session."""
-
-    def __init__(self, cdp: CdpSession, target_id: str, channel: str) -> None:
-        self.cdp, self.target_id, self.channel = cdp, target_id, channel
-
-    async def js(self, expression: str) -> Any:
-        reply = await self.cdp.send("Runtime.evaluate", {
-            "expression": expression, "returnByValue": True, "awaitPromise": True})
-        if "exceptionDetails" in reply:
-            raise AssertionError(f"{expression}: {reply['exceptionDetails']}")
-        return reply["result"].get("value")
-
-    async def post(self, text: str, *, sent_ms: int | None = None) -> str:
-        """Append a row; its id is a snowflake of ``sent_ms`` (default: now)."""
-        message_id = make_snowflake(sent_ms or SystemClock().now_ms(), next(_sequence))
-        await self.js(f"__post({message_id!r}, {text!r})")
-        return message_id
-
-    async def edit(self, message_id: str, text: str) -> None:
-        await self.js(f"__edit({message_id!r}, {text!r})")
-
-    async def reload(self) -> None:
-        await self.js("window.__beforeReload = true")
-        await self.cdp.send("Page.reload")
-        await self.ready("!window.__beforeReload")
-
-    async def ready(self, condition: str = "true") -> None:
-        check = f"({condition}) && document.readyState === 'complete' && !!window.__post"
-        for _ in range(200):
-            with contextlib.suppress(CdpError):  # the context may be swapped under us
-                if await self.js(check):
-                    return
-            await asyncio.sleep(0.02)
-        raise AssertionError("the page did not load")
-
-
-@contextlib.asynccontextmanager
-async def open_tab(debug_url: str, url: str, channel: str) -> AsyncIterator[Tab]:
-    async with httpx.AsyncClient(trust_env=False) as http:
-        created = (await http.put(f"{debug_url}/json/new?{url}")).json()
-    async with CdpSession.connect(created["webSocketDebuggerUrl"]) as cdp:
-        tab = Tab(cdp, created["id"], channel)
-        await tab.ready()
-        yield tab
-    with contextlib.suppress(httpx.HTTPError):
-        async with httpx.AsyncClient(trust_env=False) as http:
-            await http.get(f"{debug_url}/json/close/{created['id']}")
-
-
-async def close_tab(debug_url: str, tab: Tab) -> None:
-    async with httpx.AsyncClient(trust_env=False) as http:
-        (await http.get(f"{debug_url}/json/close/{tab.target_id}")).raise_for_status()
-
-
-@contextlib.asynccontextmanager
-async def channel_tab(chromium: Chromium, page_server: PageServer) -> AsyncIterator[Tab]:
-    channel = str(next(_channels))
-    async with open_tab(chromium.debug_url, page_server.channel_url(channel), channel) as tab:
-        yield tab
 
 
 # --- the monitor and what it posted ----------------------------------------------------------
@@ -275,14 +101,6 @@ async def watching(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 # --- tests ------------------------------------------------------------------------------------
@@ -550,16 +368,6 @@ async def test_a_clean_signal_posted_in_the_page_is_executed_within_a_second(
     assert elapsed < 1.0, f"executed after {elapsed:.2f} s"
     [row] = [r for r in ledger if r["message_id"] == message_id]
     assert (row["source"], row["channel"], row["status"]) == ("cdp", channel, "EXECUTED")
-
-
-async def create_user(api: httpx.AsyncClient, sim: httpx.AsyncClient) -> str:
-    (await sim.post("/sim/mark-price", json={"symbol": "BTCUSDT", "price": "60000"})
-     ).raise_for_status()
-    keys = (await sim.post("/sim/accounts", json={})).json()
-    response = await api.post("/api/users", json={
-        "name": "cdp-follower", "api_key": keys["api_key"], "api_secret": keys["api_secret"]})
-    response.raise_for_status()
-    return str(keys["api_key"])
 
 
 async def orders_at_exchange(sim: httpx.AsyncClient, api_key: str, timeout: float) -> set[str]:

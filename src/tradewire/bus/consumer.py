@@ -123,7 +123,7 @@ class Consumer:
     def __init__(
         self, bus: Bus, handler: Handler, *, name: str, max_attempts: int = 3,
         retry_delays_s: Sequence[float] = (1.0, 2.0, 3.0), redelivery_idle_s: float = 15.0,
-        concurrency: int = 64, block_ms: int = 1000, jitter: float = 0.1,
+        concurrency: int = 64, block_ms: int = 250, jitter: float = 0.1,
         trim_interval_s: float | None = 60.0, grace_s: float = 10.0, clock: Clock | None = None,
     ) -> None:
         if max_attempts < 1 or concurrency < 1:

@@ -43,6 +43,16 @@ class Rest:
     def exchange_info(self, call: Call) -> Any:
         return self.engine.exchange_info()
 
+    def order_rate_limits(self, call: Call) -> Any:
+        """``GET /fapi/v1/rateLimit/order``: the account's order limits (the configured ones)."""
+        config = self.rt.limits.config
+        return [
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10,
+             "limit": config.orders_per_10s},
+            {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1,
+             "limit": config.orders_per_minute},
+        ]
+
     def _symbols(self, params: Params) -> list[str]:
         symbol = params.get("symbol")
         if symbol:
@@ -206,6 +216,7 @@ def endpoints(rt: Runtime) -> list[Endpoint]:
         Endpoint("GET", "/fapi/v1/ticker/price", "NONE", r.ticker_price, _per_symbol(1, 2)),
         Endpoint("GET", "/fapi/v2/ticker/price", "NONE", r.ticker_price, _per_symbol(1, 2)),
         Endpoint("POST", "/fapi/v1/leverage", "SIGNED", r.leverage),
+        Endpoint("GET", "/fapi/v1/rateLimit/order", "SIGNED", r.order_rate_limits),
         Endpoint("POST", "/fapi/v1/listenKey", "USER_STREAM", r.listen_key_start),
         Endpoint("PUT", "/fapi/v1/listenKey", "USER_STREAM", r.listen_key_keepalive),
         Endpoint("DELETE", "/fapi/v1/listenKey", "USER_STREAM", r.listen_key_close),
