@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tradewire.api.app import create_app
 from tradewire.api.deps import ApiDeps
@@ -178,3 +179,20 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
                 yield w
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same store tests on a SQLite file and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'tw.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A session factory on ``db_url``, migrated to the newest schema."""
+    await upgrade(db_url)
+    engine, maker = create_engine_and_sessions(db_url)
+    yield maker
+    await engine.dispose()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,21 +20,6 @@ from tradewire.store.tables import Base, ExchangeAccount, ProcessedEvent, Signal
 
 Sessions = async_sessionmaker[AsyncSession]
 SECRET = "s3cr3t-api-secret-value-0123456789"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'nested' / 'tw.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-async def sessions(db_url: str) -> AsyncIterator[Sessions]:
-    await upgrade(db_url)
-    engine, maker = create_engine_and_sessions(db_url)
-    yield maker
-    await engine.dispose()
 
 
 @pytest.fixture

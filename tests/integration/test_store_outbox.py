@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,21 +16,6 @@ from tradewire.store.tables import NotificationStatus
 Sessions = async_sessionmaker[AsyncSession]
 HOOK = "https://discord.test/api/webhooks/1/abc"
 NOW = 1_800_000_000_000
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'tw.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-async def sessions(db_url: str) -> AsyncIterator[Sessions]:
-    await upgrade(db_url)
-    engine, maker = create_engine_and_sessions(db_url)
-    yield maker
-    await engine.dispose()
 
 
 async def _enqueue(sessions: Sessions, count: int, **options: int) -> list[int]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,27 +14,11 @@ from tradewire.domain import CloseReason, Leg, Side, TradeStatus, client_order_i
 from tradewire.errors import Conflict, NotFound
 from tradewire.store import trades, users
 from tradewire.store.crypto import SecretBox
-from tradewire.store.db import create_engine_and_sessions, upgrade
 from tradewire.store.tables import OrderStatus, Trade
 
 Sessions = async_sessionmaker[AsyncSession]
 QTY = Decimal("0.123456789012345678")  # 18 decimals: the column's full scale
 BIG = Decimal("123456789012345678.5")  # 18 integer digits
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'tw.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-async def sessions(db_url: str) -> AsyncIterator[Sessions]:
-    await upgrade(db_url)
-    engine, maker = create_engine_and_sessions(db_url)
-    yield maker
-    await engine.dispose()
 
 
 @pytest.fixture
