@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench bench-pipeline demo clean
+.PHONY: run test lint typecheck unit bench bench-pipeline bench-sim demo clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,10 +33,14 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 ## bench: every benchmark; each prints one JSON object on its last line
-bench: bench-pipeline
+bench: bench-pipeline bench-sim
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python bench/pipeline.py
+
+## bench-sim: simulator throughput (signed orders/s, user-data events/s over 5,000 listenKeys)
+bench-sim: $(STAMP)
+	$(BIN)/python bench/sim.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -64,3 +64,30 @@ async def test_a_bad_path_is_a_clear_400(
     """An unknown kind or a missing field answers 400 saying what is wrong."""
     answer = await admin.post("/sim/paths", json=body)
     assert answer.status_code == 400 and says in answer.json()["error"]
+
+
+async def test_bench_emit_sends_synthetic_events_round_robin_to_listening_accounts() -> None:
+    """``/sim/bench/emit`` pushes valid ACCOUNT_UPDATE events to every account with a live
+    listenKey, in turn, and emits nothing when nobody listens."""
+    import json
+
+    from websockets.asyncio.client import connect
+
+    from tradewire.exchange.wire import AccountUpdate, parse_event
+    from tradewire.simulator import SimulatorServer
+
+    async with SimulatorServer() as sim, httpx.AsyncClient(base_url=sim.base_url) as admin:
+        assert (await admin.post("/sim/bench/emit", json={"count": 5})).json() == {"emitted": 0}
+        listen_keys = []
+        for _ in range(2):
+            api_key = (await admin.post("/sim/accounts", json={})).json()["api_key"]
+            answer = await admin.post("/fapi/v1/listenKey", headers={"X-MBX-APIKEY": api_key})
+            listen_keys.append(answer.json()["listenKey"])
+        query = "&".join(f"listenKey={k}" for k in listen_keys)
+        async with connect(f"{sim.ws_url}/private/stream?{query}") as ws:
+            emitted = await admin.post("/sim/bench/emit", json={"count": 4})
+            assert emitted.json() == {"emitted": 4}
+            frames = [json.loads(await ws.recv()) for _ in range(4)]
+        assert [f["stream"] for f in frames] == [*listen_keys, *listen_keys]
+        assert all(isinstance(parse_event(f["data"]), AccountUpdate) for f in frames)
+        assert (await admin.post("/sim/bench/emit", json={"count": -1})).status_code == 400

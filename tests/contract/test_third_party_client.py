@@ -125,8 +125,6 @@ async def test_sdk_creates_and_keeps_alive_a_listen_key(venue: Venue) -> None:
     assert (await venue.account())["listen_key"] == started.listen_key
 
 
-
-
 async def test_sdk_receives_user_data_over_its_private_stream(venue: Venue) -> None:
     """The SDK subscribes the listenKey on /private/stream (SUBSCRIBE) and gets the order's
     ORDER_TRADE_UPDATE and ACCOUNT_UPDATE as parsed events."""

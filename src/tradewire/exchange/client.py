@@ -1,5 +1,10 @@
 """Binance USD-M Futures REST client: one API key, typed answers, errors from ``tradewire.errors``.
 
+Every request first waits for the rate budgets (``exchange.budget``): the IP's request-weight
+budget, shared by all clients behind one egress IP (pass the same ``ip_budget``; ``ClientPool``
+does), and this account's order budget. A 429/418 blocks the budget it concerns, so no client
+sends into a known limit.
+
 Order placement is safe to retry: when the outcome of a placement is unknown (timeout, 503
 "Unknown error"), the client waits until the original request can no longer be executed (its
 ``recvWindow`` has passed on the exchange's clock), looks the order up by its client id, returns it
@@ -18,6 +23,8 @@ import httpx
 
 from tradewire.clock import Clock, SystemClock
 from tradewire.errors import InvalidInput, OrderRejected, UnknownOrder, UnknownOutcome
+from tradewire.exchange.budget import BudgetConfig, RateBudget, Sleep, order_budget
+from tradewire.exchange.budget import ip_budget as new_ip_budget
 from tradewire.exchange.fields import Fields, fields_of_list
 from tradewire.exchange.rest import RestSession, Security
 from tradewire.exchange.rules import SymbolRules
@@ -35,7 +42,6 @@ from tradewire.exchange.wire_rest import (
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Sleep = Callable[[float], Awaitable[None]]
 
 DUPLICATE_CLIENT_ID = -4116
 _SETTLE_MARGIN_MS = 1000  # clock uncertainty added to recvWindow before trusting a lookup
@@ -51,16 +57,22 @@ class ExchangeClient:
     """REST access for one account over an injected ``http`` client.
 
     The ``http`` client may be shared by many accounts' clients (one connection pool), so
-    ``close()`` leaves it open unless ``own_http=True`` hands it over to this client."""
+    ``close()`` leaves it open unless ``own_http=True`` hands it over to this client.
+    ``ip_budget`` is the egress IP's weight budget (default: one of its own, from ``budget``);
+    the account's order budget is always its own. ``sleep`` is how waits happen (tests)."""
 
     def __init__(
         self, base_url: str, api_key: str, api_secret: str, *, http: httpx.AsyncClient,
         clock: Clock | None = None, recv_window_ms: int = 5000, sleep: Sleep | None = None,
-        own_http: bool = False,
+        own_http: bool = False, ip_budget: RateBudget | None = None,
+        budget: BudgetConfig | None = None,
     ) -> None:
+        clock = clock or SystemClock()
+        config = budget or BudgetConfig()
         self._rest = RestSession(
-            base_url, api_key, api_secret, http=http, clock=clock or SystemClock(),
-            recv_window_ms=recv_window_ms,
+            base_url, api_key, api_secret, http=http, clock=clock, recv_window_ms=recv_window_ms,
+            ip_budget=ip_budget or new_ip_budget(config, clock, sleep),
+            order_budget=order_budget(config, clock, sleep),
         )
         self._http = http
         self._own_http = own_http
@@ -94,7 +106,18 @@ class ExchangeClient:
 
     @property
     def time_offset_ms(self) -> int:
+        """Server time minus local time, as last measured (re-measured on -1021)."""
         return self._rest.offset_ms
+
+    @property
+    def ip_budget(self) -> RateBudget:
+        """The request-weight budget of this client's egress IP (maybe shared)."""
+        return self._rest.ip_budget
+
+    @property
+    def order_budget(self) -> RateBudget:
+        """This account's new-order budget (10 s and 1 min windows)."""
+        return self._rest.order_budget
 
     # --- market data -------------------------------------------------------------------------
 

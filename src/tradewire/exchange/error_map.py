@@ -38,9 +38,13 @@ _BY_CODE: dict[int, type[ExchangeError]] = {
     -1006: UnknownOutcome,
     -1007: UnknownOutcome,
 }
-_RATE_LIMIT_CODES = frozenset({-1003, -1015})
+IP_RATE_LIMIT = -1003  # request weight of the IP (and "IP banned until ..." with 418)
+ORDER_RATE_LIMIT = -1015  # new orders of the account
+_RATE_LIMIT_CODES = frozenset({IP_RATE_LIMIT, ORDER_RATE_LIMIT})
 _RATE_LIMIT_STATUSES = frozenset({418, 429})
 _BANNED_UNTIL = re.compile(r"banned until (\d{10,})")
+_ORDERS_PER = re.compile(r"orders per (\w+)", re.IGNORECASE)
+_INTERVAL_S = {"SECOND": 1.0, "TEN_SECONDS": 10.0, "10S": 10.0, "MINUTE": 60.0, "DAY": 86_400.0}
 
 # Failures where the request bytes never reached the exchange.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -74,6 +78,12 @@ def retry_after_seconds(msg: str, headers: Mapping[str, str], now_ms: int) -> fl
     if match:
         return max(0.0, (int(match.group(1)) - now_ms) / 1000)
     return None
+
+
+def order_limit_window_s(msg: str) -> float | None:
+    """The interval named by a -1015 message ("... 300 orders per TEN_SECONDS."), in seconds."""
+    match = _ORDERS_PER.search(msg)
+    return _INTERVAL_S.get(match.group(1).upper()) if match else None
 
 
 def error_from_response(

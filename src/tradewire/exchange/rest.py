@@ -1,9 +1,12 @@
 """Keyed and signed HTTP requests to the exchange over an injected ``httpx.AsyncClient``.
 
 Policy only: building the exact signed query, keeping the server-time offset (re-synced once on
--1021), tracking the rate-limit headers and mapping failures into ``tradewire.errors``. The
-transport is whatever the caller injects (a real connection pool, or ``ASGITransport`` over the
-in-process simulator). The API secret is never logged nor shown in ``repr``.
+-1021), spending the rate budgets before each request (``exchange.budget``: the shared IP weight
+budget and the account's order budget; the request is signed only once it may go, so its
+timestamp is fresh), re-syncing them from the rate-limit headers, blocking them on 429/418, and
+mapping failures into ``tradewire.errors``. The transport is whatever the caller injects (a real
+connection pool, or ``ASGITransport`` over the in-process simulator). The API secret is never
+logged nor shown in ``repr``.
 """
 
 from __future__ import annotations
@@ -16,8 +19,14 @@ from typing import Any
 import httpx
 
 from tradewire.clock import Clock
-from tradewire.errors import TimestampOutOfWindow, UnknownOutcome
-from tradewire.exchange.error_map import error_from_response, error_from_transport
+from tradewire.errors import RateLimited, TimestampOutOfWindow, UnknownOutcome
+from tradewire.exchange.budget import RateBudget, is_priority, request_cost
+from tradewire.exchange.error_map import (
+    ORDER_RATE_LIMIT,
+    error_from_response,
+    error_from_transport,
+    order_limit_window_s,
+)
 from tradewire.exchange.fields import Fields
 from tradewire.exchange.signing import Params, encode_params, signed_query
 
@@ -43,9 +52,9 @@ class RateUsage:
     order_count_1m: int | None = None
 
 
-def _header_int(headers: httpx.Headers, name: str, previous: int | None) -> int | None:
+def _header_int(headers: httpx.Headers, name: str) -> int | None:
     value = headers.get(name)
-    return int(value) if value is not None and value.isdigit() else previous
+    return int(value) if value is not None and value.isdigit() else None
 
 
 class RestSession:
@@ -54,6 +63,7 @@ class RestSession:
     def __init__(
         self, base_url: str, api_key: str, api_secret: str, *,
         http: httpx.AsyncClient, clock: Clock, recv_window_ms: int,
+        ip_budget: RateBudget, order_budget: RateBudget,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
@@ -63,6 +73,8 @@ class RestSession:
         self.recv_window_ms = recv_window_ms
         self.offset_ms = 0
         self.usage = RateUsage()
+        self.ip_budget = ip_budget
+        self.order_budget = order_budget
 
     def __repr__(self) -> str:
         return f"RestSession({self._base_url!r}, api_key={self._api_key[:6]!r}...)"
@@ -78,6 +90,7 @@ class RestSession:
         after = self._clock.now_ms()
         server = Fields(body, "server time").integer("serverTime")
         self.offset_ms = server - (before + after) // 2
+        self.ip_budget.offset_ms = self.order_budget.offset_ms = self.offset_ms
         logger.info("exchange time offset %d ms", self.offset_ms)
         return self.offset_ms
 
@@ -87,16 +100,28 @@ class RestSession:
     ) -> Any:
         """Send one request and return its decoded JSON body; raise ``ExchangeError`` subclasses.
 
-        A SIGNED request refused with -1021 re-syncs the server time and is sent once more (safe:
-        -1021 means the exchange did not execute it)."""
+        Sent once more (both answers mean the exchange did not execute it): a SIGNED request
+        refused with -1021, after re-syncing the server time; and a request refused with 429,
+        once the budget it exceeded allows (a 418 ban is raised at once)."""
+        params = params or {}
         try:
-            return await self._send(method, path, params or {}, security)
+            return await self._send_in_time(method, path, params, security)
+        except RateLimited as exc:
+            if exc.status == 418:
+                raise
+            return await self._send_in_time(method, path, params, security)
+
+    async def _send_in_time(
+        self, method: str, path: str, params: Params, security: Security
+    ) -> Any:
+        try:
+            return await self._send(method, path, params, security)
         except TimestampOutOfWindow:
             if security is not Security.SIGNED:
                 raise
             logger.warning("%s %s: timestamp outside recvWindow, re-syncing time", method, path)
             await self.sync_time()
-            return await self._send(method, path, params or {}, security)
+            return await self._send(method, path, params, security)
 
     def _build(self, method: str, path: str, params: Params, security: Security) -> httpx.Request:
         if security is Security.SIGNED:
@@ -110,29 +135,67 @@ class RestSession:
         headers = {} if security is Security.NONE else {"X-MBX-APIKEY": self._api_key}
         return self._http.build_request(method, url, headers=headers)
 
+    async def _spend_budgets(self, method: str, path: str, params: Params) -> None:
+        """Wait until the account's order budget and the IP's weight budget allow the request."""
+        cost = request_cost(method, path, params)
+        priority = is_priority(method, path, params)
+        if cost.orders_10s or cost.orders_1m:
+            await self.order_budget.acquire((cost.orders_10s, cost.orders_1m), priority=priority)
+        await self.ip_budget.acquire((cost.weight,), priority=priority)
+
     async def _send(self, method: str, path: str, params: Params, security: Security) -> Any:
         what = f"{method} {path}"
+        await self._spend_budgets(method, path, params)
         request = self._build(method, path, params, security)
+        sent_at = self.ip_budget.now_ms(), self.order_budget.now_ms()
         try:
             response = await self._http.send(request)
         except httpx.TransportError as exc:
             raise error_from_transport(exc, what) from exc
-        self._track(response.headers)
+        self._track(response.headers, sent_at)
         logger.debug("%s -> %d (weight %s)", what, response.status_code, self.usage.used_weight_1m)
         if response.status_code >= 400:
-            raise error_from_response(
+            error = error_from_response(
                 response.status_code, response.text, response.headers, now_ms=self.server_now_ms()
             )
+            if isinstance(error, RateLimited):
+                self._back_off(error, what)
+            raise error
         try:
             return response.json()
         except ValueError as exc:  # a 2xx we cannot read: it may well have been executed
             status = response.status_code
             raise UnknownOutcome(f"{what}: unreadable response body", status=status) from exc
 
-    def _track(self, headers: httpx.Headers) -> None:
+    def _back_off(self, error: RateLimited, what: str) -> None:
+        """Block the budget the limit belongs to: the account's orders for -1015, else the IP
+        (every client behind it) for Retry-After / "banned until", or a whole window."""
+        if error.code == ORDER_RATE_LIMIT and error.status != 418:
+            budget = self.order_budget
+            fallback = order_limit_window_s(str(error)) or budget.longest_window_s
+        else:
+            budget = self.ip_budget
+            fallback = budget.longest_window_s * (2 if error.status == 418 else 1)
+        seconds = error.retry_after_s if error.retry_after_s is not None else fallback
+        budget.block(seconds)
+        logger.warning("%s: rate limited (HTTP %s, code %s); %s budget blocked for %.1f s",
+                       what, error.status, error.code, budget.name, seconds)
+
+    def _track(self, headers: httpx.Headers, sent_at: tuple[int, int]) -> None:
         old = self.usage
-        self.usage = RateUsage(
-            used_weight_1m=_header_int(headers, "x-mbx-used-weight-1m", old.used_weight_1m),
-            order_count_10s=_header_int(headers, "x-mbx-order-count-10s", old.order_count_10s),
-            order_count_1m=_header_int(headers, "x-mbx-order-count-1m", old.order_count_1m),
+        new = RateUsage(
+            used_weight_1m=_header_int(headers, "x-mbx-used-weight-1m"),
+            order_count_10s=_header_int(headers, "x-mbx-order-count-10s"),
+            order_count_1m=_header_int(headers, "x-mbx-order-count-1m"),
         )
+        self.ip_budget.resync((new.used_weight_1m,), sent_at[0])
+        self.order_budget.resync((new.order_count_10s, new.order_count_1m), sent_at[1])
+        self.usage = RateUsage(
+            used_weight_1m=_pick(new.used_weight_1m, old.used_weight_1m),
+            order_count_10s=_pick(new.order_count_10s, old.order_count_10s),
+            order_count_1m=_pick(new.order_count_1m, old.order_count_1m),
+        )
+
+
+def _pick(new: int | None, old: int | None) -> int | None:
+    return old if new is None else new

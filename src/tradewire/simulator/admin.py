@@ -12,6 +12,8 @@
 - ``POST /sim/paths`` (see ``handlers.build_path``): attach a scripted path, a seeded random
   walk or a kline CSV replay to a symbol; ``DELETE /sim/paths/{symbol}`` detaches it
 - ``POST /sim/slippage`` ``{"bps", "symbol"?}``; ``POST /sim/liquidation`` ``{"enabled"}``
+- ``POST /sim/bench/emit`` ``{"count": n}`` -> ``{"emitted": n}``: load generation — n balance
+  ACCOUNT_UPDATE events round-robin over the accounts with a live listenKey
 - ``POST /sim/limits/reset`` -> forgets weight and order counters, bans and connection attempts
 
 Faults (``faults.py``; the same as ``runtime.faults`` from Python). ``api_key`` is optional
@@ -274,6 +276,7 @@ def engine_routes(rt: Runtime) -> list[Route]:
         post("/sim/paths", handlers.admin_attach_path),
         _route(rt, "/sim/paths/{symbol}", "DELETE", detach_path),
         post("/sim/liquidation", handlers.admin_liquidation),
+        post("/sim/bench/emit", handlers.admin_emit),
     ]
 
 

@@ -56,6 +56,7 @@ class Engine:
         self._algos = AlgoService(self._core, self._matching)
         self._liquidator = Liquidator(self._core, self._matching, self._algos)
         self.timeline = Timeline(self.clock, self._path_step, self.tick)
+        self._emit_turn = 0
 
     # -- accounts and market -------------------------------------------------------------
 
@@ -300,6 +301,23 @@ class Engine:
 
     def _path_step(self, symbol: str, price: Decimal) -> None:
         self.set_mark_price(symbol, self._core.specs[symbol].to_tick(price, up=False))
+
+    def emit_synthetic(self, count: int) -> int:
+        """Load generation: ``count`` balance ``ACCOUNT_UPDATE`` events (reason ADJUSTMENT, no
+        change) round-robin over the accounts with a live listenKey; the turn carries over
+        between calls. Returns how many were emitted (0 when no account listens)."""
+        now = self.clock.now_ms()
+        holders = self._core.keys.holders(now)
+        if not holders:
+            return 0
+        for i in range(count):
+            api_key = holders[(self._emit_turn + i) % len(holders)]
+            wallet = f"{self._core.accounts[api_key].wallet:.8f}"
+            self._core.emit(api_key, {"e": "ACCOUNT_UPDATE", "E": now, "T": now, "a": {
+                "m": "ADJUSTMENT", "B": [{"a": "USDT", "wb": wallet, "cw": wallet, "bc": "0"}],
+                "P": []}})
+        self._emit_turn = (self._emit_turn + count) % len(holders)
+        return count
 
     def drain_events(self) -> list[Delivery]:
         """The events produced since the last drain, oldest first."""

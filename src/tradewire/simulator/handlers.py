@@ -171,3 +171,14 @@ def admin_liquidation(engine: Engine, body: Mapping[str, Any]) -> Body:
         raise ValueError("enabled must be true or false")
     engine.liquidation = enabled
     return {"enabled": enabled}
+
+
+MAX_EMIT = 100_000
+
+
+def admin_emit(engine: Engine, body: Mapping[str, Any]) -> Body:
+    """``POST /sim/bench/emit {"count": n}``: n synthetic events for load tests."""
+    count = _int(body, "count", 1)
+    if not 0 <= count <= MAX_EMIT:
+        raise ValueError(f"count must be 0..{MAX_EMIT}")
+    return {"emitted": engine.emit_synthetic(count)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 from tradewire.simulator import errors as err
@@ -24,6 +25,7 @@ class ListenKeys:
         self.ttl_ms = ttl_ms
         self._active: dict[str, _Key] = {}  # api_key -> its live key
         self._owners: dict[str, str] = {}  # every key ever issued -> api_key
+        self._due: list[tuple[int, str, str]] = []  # (expires_at, api_key, key): a lazy heap
 
     def start(self, api_key: str, now: int) -> str:
         """POST: the active key extended, or a new one."""
@@ -32,7 +34,7 @@ class ListenKeys:
             live = _Key(random_token(64), api_key, 0)
             self._active[api_key] = live
             self._owners[live.value] = api_key
-        live.expires_at = now + self.ttl_ms
+        self._extend(live, now)
         return live.value
 
     def keepalive(self, api_key: str, now: int) -> str:
@@ -40,7 +42,7 @@ class ListenKeys:
         live = self._live(api_key, now)
         if live is None:
             raise err.reject(err.LISTEN_KEY_MISSING)
-        live.expires_at = now + self.ttl_ms
+        self._extend(live, now)
         return live.value
 
     def close(self, api_key: str) -> None:
@@ -52,17 +54,30 @@ class ListenKeys:
         return live.value if live else None
 
     def expire_due(self, now: int) -> list[tuple[str, str]]:
-        """Drop keys whose time has come; ``(api_key, listen_key)`` of each."""
-        due = [k for k in self._active.values() if k.expires_at <= now]
-        for key in due:
-            del self._active[key.api_key]
-        return [(k.api_key, k.value) for k in due]
+        """Drop keys whose time has come; ``(api_key, listen_key)`` of each. Cost: only the
+        keys due (a heap of expiry times; entries made stale by a keepalive are skipped)."""
+        expired = []
+        while self._due and self._due[0][0] <= now:
+            at, api_key, value = heapq.heappop(self._due)
+            live = self._active.get(api_key)
+            if live is not None and live.value == value and live.expires_at == at:
+                del self._active[api_key]
+                expired.append((api_key, value))
+        return expired
+
+    def holders(self, now: int) -> list[str]:
+        """API keys with a live listenKey."""
+        return [api_key for api_key, key in self._active.items() if key.expires_at > now]
 
     def owner(self, listen_key: str) -> str | None:
         return self._owners.get(listen_key)
 
     def issued_to(self, api_key: str) -> set[str]:
         return {key for key, owner in self._owners.items() if owner == api_key}
+
+    def _extend(self, key: _Key, now: int) -> None:
+        key.expires_at = now + self.ttl_ms
+        heapq.heappush(self._due, (key.expires_at, key.api_key, key.value))
 
     def _live(self, api_key: str, now: int) -> _Key | None:
         key = self._active.get(api_key)

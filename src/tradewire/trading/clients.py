@@ -1,20 +1,29 @@
-"""Exchange clients per account over one shared HTTP connection pool."""
+"""Exchange clients per account over one shared HTTP connection pool and one IP budget."""
 
 from __future__ import annotations
 
 import httpx
 
-from tradewire.clock import Clock
+from tradewire.clock import Clock, SystemClock
+from tradewire.exchange.budget import BudgetConfig, RateBudget, Sleep, ip_budget
 from tradewire.exchange.client import ExchangeClient
 
 
 class ClientPool:
-    """One ``ExchangeClient`` per account (cached), all sharing ``http``."""
+    """One ``ExchangeClient`` per account (cached), all sharing ``http`` and one request-weight
+    budget: the pool stands for one egress IP, whose 2400 weight/min every account spends
+    together (reference §8). Each account's client keeps its own order budget."""
 
-    def __init__(self, base_url: str, http: httpx.AsyncClient, clock: Clock | None = None) -> None:
+    def __init__(
+        self, base_url: str, http: httpx.AsyncClient, clock: Clock | None = None, *,
+        budget: BudgetConfig | None = None, sleep: Sleep | None = None,
+    ) -> None:
         self.base_url = base_url
         self.http = http
         self.clock = clock
+        self.budget = budget or BudgetConfig()
+        self._sleep = sleep
+        self.ip_budget: RateBudget = ip_budget(self.budget, clock or SystemClock(), sleep)
         self._clients: dict[int, tuple[str, ExchangeClient]] = {}
         self._public: ExchangeClient | None = None
 
@@ -22,14 +31,18 @@ class ClientPool:
         cached = self._clients.get(account_id)
         if cached is not None and cached[0] == api_key:
             return cached[1]
-        client = ExchangeClient(
-            self.base_url, api_key, api_secret, http=self.http, clock=self.clock
-        )
+        client = self._new(api_key, api_secret)
         self._clients[account_id] = (api_key, client)
         return client
 
     def public(self) -> ExchangeClient:
         """A client for market data (no account keys)."""
         if self._public is None:
-            self._public = ExchangeClient(self.base_url, "", "", http=self.http, clock=self.clock)
+            self._public = self._new("", "")
         return self._public
+
+    def _new(self, api_key: str, api_secret: str) -> ExchangeClient:
+        return ExchangeClient(
+            self.base_url, api_key, api_secret, http=self.http, clock=self.clock,
+            sleep=self._sleep, ip_budget=self.ip_budget, budget=self.budget,
+        )
