@@ -1,5 +1,6 @@
 """The real ExchangeClient against the in-process simulator (``httpx.ASGITransport``, no port)."""
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -405,3 +406,73 @@ async def test_a_system_throttle_is_a_transient_error_and_reduce_only_orders_pas
         await client.place_order("BTCUSDT", "SELL", "MARKET", Decimal("0.010"), reduce_only=True,
                                  client_order_id="tw-close-1")
     assert (await sim.account(key))["positions"] == []
+
+
+async def test_account_settings_round_trip(client: ExchangeClient) -> None:
+    """Margin type, position mode and the account's order limits are set and read; asking for
+    the setting already in place is not an error."""
+    assert await client.set_margin_type("BTCUSDT", "ISOLATED") is True
+    assert await client.set_margin_type("BTCUSDT", "ISOLATED") is False  # -4046: already so
+    assert await client.position_mode() is False
+    assert await client.set_position_mode(True) is True
+    assert await client.position_mode() is True
+    assert await client.set_position_mode(True) is False
+    limits = await client.order_rate_limits()
+    assert {(row["interval"], row["intervalNum"]) for row in limits} == {("SECOND", 10),
+                                                                          ("MINUTE", 1)}
+
+
+async def test_batch_orders_answer_each_item_in_request_order(client: ExchangeClient) -> None:
+    """A batch of three gives three answers in order; a bad item is its own error, the others
+    are placed."""
+    answers = await client.place_batch([
+        {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "quantity": Decimal("0.010"),
+         "price": Decimal(50000), "timeInForce": "GTC", "newClientOrderId": "tw-batch-1"},
+        {"symbol": "BTCUSDT", "side": "BUY", "type": "STOP_MARKET", "quantity": Decimal("0.010"),
+         "stopPrice": Decimal(61000), "newClientOrderId": "tw-batch-2"},
+        {"symbol": "ETHUSDT", "side": "BUY", "type": "LIMIT", "quantity": Decimal("0.100"),
+         "price": Decimal(2500), "timeInForce": "GTC", "newClientOrderId": "tw-batch-3"},
+    ])
+    assert [type(a).__name__ for a in answers] == ["OrderResponse", "OrderRejected",
+                                                    "OrderResponse"]
+    assert isinstance(answers[1], OrderRejected) and answers[1].code == -4120
+    assert {o.clientOrderId for o in await client.open_orders()} == {"tw-batch-1", "tw-batch-3"}
+
+
+async def test_history_and_cancel_all(client: ExchangeClient) -> None:
+    """Fills show in userTrades and allOrders; cancel-all removes open orders and algo orders."""
+    await client.place_order("BTCUSDT", "BUY", "MARKET", Decimal("0.010"),
+                             client_order_id="tw-hist-1")
+    await client.place_order("BTCUSDT", "BUY", "LIMIT", Decimal("0.010"), price=Decimal(50000),
+                             client_order_id="tw-hist-2")
+    await client.place_algo_order("BTCUSDT", "SELL", "STOP_MARKET", Decimal(55000),
+                                  Decimal("0.010"), reduce_only=True, client_algo_id="tw-hist-3")
+    assert len(await client.user_trades("BTCUSDT")) == 1
+    assert {o.clientOrderId for o in await client.all_orders("BTCUSDT")} == {"tw-hist-1",
+                                                                             "tw-hist-2"}
+    await client.cancel_all_orders("BTCUSDT")
+    assert await client.open_orders("BTCUSDT") == []
+    assert await client.open_algo_orders("BTCUSDT") == []
+
+
+async def test_a_lost_answer_with_a_not_yet_queryable_algo_order_never_places_twice(
+    sim: Sim,
+) -> None:
+    """The answer is lost AND the algo order is not yet visible to queries: the client may end
+    unsure (UnknownOutcome) but the account never holds two protection orders."""
+    from tradewire.errors import UnknownOutcome
+
+    key, secret = await sim.new_account()
+    async with sim.client(key, secret) as client:
+        await client.place_order("BTCUSDT", "BUY", "MARKET", Decimal("0.010"),
+                                 client_order_id="tw-hidden-entry")
+        await sim.admin.post("/sim/faults/unknown-outcome",
+                             json={"api_key": key, "endpoints": ["algoOrder"]})
+        await sim.admin.post("/sim/faults/hide-algos", json={"api_key": key, "ms": 60_000})
+        with contextlib.suppress(UnknownOutcome):
+            await client.place_algo_order("BTCUSDT", "SELL", "STOP_MARKET", Decimal(55000),
+                                          Decimal("0.010"), reduce_only=True,
+                                          client_algo_id="tw-hidden-sl")
+    sim.clock.advance(61_000)
+    account = await sim.account(key)
+    assert [a["clientAlgoId"] for a in account["open_algo_orders"]] == ["tw-hidden-sl"]

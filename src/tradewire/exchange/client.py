@@ -23,6 +23,7 @@ import httpx
 
 from tradewire.clock import Clock, SystemClock
 from tradewire.errors import InvalidInput, OrderRejected, UnknownOrder, UnknownOutcome
+from tradewire.exchange.account_calls import AccountCalls
 from tradewire.exchange.budget import BudgetConfig, RateBudget, Sleep, order_budget
 from tradewire.exchange.budget import ip_budget as new_ip_budget
 from tradewire.exchange.fields import Fields, fields_of_list
@@ -53,7 +54,7 @@ def _id_params(kind: str, numeric: int | None, client: str | None, client_key: s
     return {f"{kind}Id": numeric, client_key: client}
 
 
-class ExchangeClient:
+class ExchangeClient(AccountCalls):
     """REST access for one account over an injected ``http`` client.
 
     The ``http`` client may be shared by many accounts' clients (one connection pool), so
