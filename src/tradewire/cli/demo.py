@@ -12,7 +12,6 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -166,7 +165,3 @@ def orders_placed(trades: dict[str, dict[str, Any]]) -> int:
 
 def closed_by(trades: dict[str, dict[str, Any]], reason: str) -> int:
     return sum(1 for t in trades.values() if t["close_reason"] == reason)
-
-
-def pnl(trades: dict[str, dict[str, Any]]) -> dict[str, str]:
-    return {u: str(Decimal(t["realized_pnl"] or 0)) for u, t in trades.items()}

@@ -57,7 +57,7 @@ class Executor:
         """Place the signal on every target account; idempotent by ``signal_id``."""
         async with self.sessions() as session:  # a retry is answered before any new check
             if await signals.get_signal(session, signal.signal_id) is not None:
-                return await self._existing(session, signal.signal_id, duplicate=True)
+                return await self._duplicate(session, signal.signal_id)
         mark = await self._mark_price(signal)
         if signal.entry_price is None:
             check_prices(signal.side, mark, signal.stop_loss, signal.targets, reference="mark")
@@ -65,7 +65,7 @@ class Executor:
             if not await signals.record_signal(
                 session, signal.signal_id, signal.symbol, signal.side.value, payload
             ):
-                return await self._existing(session, signal.signal_id, duplicate=True)
+                return await self._duplicate(session, signal.signal_id)
             accounts = await users.subscribed_accounts(session, self.box, signal.user_ids)
             self._check_targets(signal, {a.user_id for a in accounts})
             planned = [await self._plan(session, signal, acct) for acct in accounts]
@@ -129,11 +129,11 @@ class Executor:
                 await placer.fail(f"internal error: {type(exc).__name__}: {exc}")
                 return placer.outcome(TradeStatus.FAILED, str(exc))
 
-    async def _existing(
-        self, session: AsyncSession, signal_id: str, *, duplicate: bool
-    ) -> ExecutionReport:
+    @staticmethod
+    async def _duplicate(session: AsyncSession, signal_id: str) -> ExecutionReport:
+        """The answer to a signal id seen before: the trades it opened the first time."""
         rows = await trades.list_trades_for_signal(session, signal_id)
         outcomes = [
             AccountOutcome(t.user_id, t.account_id, t.id, t.status.value, t.error) for t in rows
         ]
-        return ExecutionReport(signal_id, duplicate, outcomes)
+        return ExecutionReport(signal_id, True, outcomes)
