@@ -476,3 +476,18 @@ async def test_a_lost_answer_with_a_not_yet_queryable_algo_order_never_places_tw
     sim.clock.advance(61_000)
     account = await sim.account(key)
     assert [a["clientAlgoId"] for a in account["open_algo_orders"]] == ["tw-hidden-sl"]
+
+
+async def test_a_slow_exchange_is_waited_for(sim: Sim) -> None:
+    """Answers delayed by the simulator's slow fault (0.2 s) still arrive and count once."""
+    import time
+
+    key, secret = await sim.new_account()
+    await sim.admin.post("/sim/faults/slow", json={"api_key": key, "ms": 200})
+    async with sim.client(key, secret) as client:
+        started = time.perf_counter()
+        await client.place_order("BTCUSDT", "BUY", "MARKET", Decimal("0.010"),
+                                 client_order_id="tw-slow-1")
+        assert time.perf_counter() - started >= 0.2
+    account = await sim.account(key)
+    assert [Decimal(p["positionAmt"]) for p in account["positions"]] == [Decimal("0.010")]
