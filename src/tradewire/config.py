@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     intake_default_leverage: int = Field(default=5, ge=1, le=125)  # when a signal names none
     tradingview_secret: str = ""  # shared secret in alert bodies; empty: webhook refuses all
     tradingview_budget_s: float = Field(default=2.0, gt=0)  # answer TradingView within this
+    # --- DLQ monitor (the third line of defence; tradewire.bus.alerts) ---
+    dlq_check_interval_s: float = Field(default=300, gt=0)  # how often the DLQ is checked
+    dlq_alert_at: int = Field(default=10, ge=1)  # DLQ size that raises a red Discord alert
+    dlq_alert_cooldown_s: float = Field(default=3600, ge=0)  # repeat a standing alert after this
 
     @field_validator("retry_delays_s", mode="before")
     @classmethod

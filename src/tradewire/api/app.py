@@ -11,7 +11,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from tradewire import __version__
-from tradewire.api import routes_intake, routes_signals, routes_trades, routes_users
+from tradewire.api import (
+    routes_dlq,
+    routes_intake,
+    routes_signals,
+    routes_trades,
+    routes_users,
+)
 from tradewire.api.deps import ApiDeps
 from tradewire.errors import (
     Conflict,
@@ -47,6 +53,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.include_router(routes_users.router)
     app.include_router(routes_trades.router)
     app.include_router(routes_intake.router)
+    app.include_router(routes_dlq.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

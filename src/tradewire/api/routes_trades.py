@@ -1,4 +1,4 @@
-"""``GET /api/trades`` and the operators' view of the dead-letter queue."""
+"""``GET /api/trades`` (the dead-letter queue's endpoints are in ``routes_dlq``)."""
 
 from __future__ import annotations
 
@@ -62,11 +62,3 @@ async def get_trade(trade_id: int, d: Deps) -> dict[str, Any]:
         for o in trade.orders
     ]
     return out
-
-
-@router.get("/dlq")
-async def dead_letters(d: Deps, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
-    if d.bus is None:
-        return {"size": None, "entries": []}
-    return {"size": await d.bus.dlq_size(),
-            "entries": [e.summary() for e in await d.bus.dlq_list(limit)]}

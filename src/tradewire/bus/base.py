@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -131,5 +132,20 @@ class Bus(Protocol):
     async def dlq_size(self) -> int: ...
 
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    async def dlq_get(self, dlq_id: str) -> DeadLetter | None:
+        """One DLQ entry by its id (None when there is no such entry)."""
+        ...
+
+    async def dlq_delete(self, dlq_ids: Sequence[str]) -> int:
+        """Remove DLQ entries (after a replay, or a purge); returns how many were removed."""
+        ...
+
+    async def set_paused(self, paused: bool) -> None:
+        """Ask every consumer of this bus to pause (or resume) consumption; shared by all
+        processes using the same backend."""
+        ...
+
+    async def is_paused(self) -> bool: ...
 
     async def close(self) -> None: ...

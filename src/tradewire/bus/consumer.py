@@ -15,6 +15,10 @@
   arrives with ``d - 1`` attempts already spent (each earlier delivery ended without an ack), so
   a message that keeps killing its consumer ends in the DLQ instead of looping forever.
 
+* **Pause.** While ``bus.is_paused()`` (checked at most every ``pause_check_s``, 0.5 s) the
+  consumer fetches and reclaims nothing; work already in flight finishes. ``tradewire bus
+  pause|resume`` set the flag for every consumer of the backend.
+
 Test knobs (style.md #8): ``run(stop)`` until the event is set; ``drain(timeout_s)`` until the
 bus has nothing undelivered, pending or in flight.
 """
@@ -45,6 +49,7 @@ _FETCH_ERROR_BACKOFF_S = 0.5
 _DRAIN_BLOCK_MS = 20
 _MIN_MAINTENANCE_S = 0.01
 _CANCEL_POLL_S = 0.1
+_PAUSE_CHECK_S = 0.5
 
 
 @runtime_checkable
@@ -67,6 +72,7 @@ class ConsumerStats:
     retried: int = 0  # failed attempts followed by another attempt
     dead_lettered: int = 0
     reclaimed: int = 0  # messages taken over from idle (dead) consumers
+    paused_checks: int = 0  # times the bus's pause flag was read
 
 
 @dataclass
@@ -125,6 +131,7 @@ class Consumer:
         retry_delays_s: Sequence[float] = (1.0, 2.0, 3.0), redelivery_idle_s: float = 15.0,
         concurrency: int = 64, block_ms: int = 250, jitter: float = 0.1,
         trim_interval_s: float | None = 60.0, grace_s: float = 10.0, clock: Clock | None = None,
+        pause_check_s: float = _PAUSE_CHECK_S,
     ) -> None:
         if max_attempts < 1 or concurrency < 1:
             raise ValueError("max_attempts and concurrency must be >= 1")
@@ -142,6 +149,9 @@ class Consumer:
         self._room = asyncio.Event()
         self._accepting = False  # reclaimed messages are taken only while fetching
         self._closing = False  # lanes stop after their current message
+        self.pause_check_s = pause_check_s
+        self._paused = False  # the bus's pause flag as last read
+        self._pause_read_at: float | None = None  # loop time of that read
 
     @classmethod
     def from_settings(
@@ -174,7 +184,9 @@ class Consumer:
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         """Consume until nothing is undelivered, pending or in flight; ``TimeoutError`` after
-        ``timeout_s``. Pending messages of dead consumers are reclaimed once idle."""
+        ``timeout_s``. Pending messages of dead consumers are reclaimed once idle. While the bus
+        is paused nothing is fetched, so ``drain`` raises ``TimeoutError`` at its deadline
+        unless the bus is resumed before (it never waits longer than ``timeout_s``)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
         await self._serve(asyncio.Event(), deadline=deadline)
 
@@ -201,6 +213,9 @@ class Consumer:
         while not stop.is_set():
             if deadline is not None and loop.time() > deadline:
                 raise TimeoutError(f"consumer {self.name!r} did not drain the bus in time")
+            if await self._is_paused():
+                await _wait(stop, min(self.pause_check_s, block_ms / 1000) or _MIN_MAINTENANCE_S)
+                continue
             room = self.concurrency - len(self._inflight)
             if room <= 0:
                 self._room.clear()
@@ -220,6 +235,25 @@ class Consumer:
             log(logger, logging.WARNING, "bus fetch failed", error=_error_text(exc))
             await _wait(stop, _FETCH_ERROR_BACKOFF_S)
             return None
+
+    async def _is_paused(self) -> bool:
+        """The bus's pause flag, read at most every ``pause_check_s`` (a failed read keeps the
+        last value)."""
+        now = asyncio.get_running_loop().time()
+        if self._pause_read_at is None or now - self._pause_read_at >= self.pause_check_s:
+            self._pause_read_at = now
+            self.stats.paused_checks += 1
+            try:
+                paused = await self.bus.is_paused()
+            except Exception as exc:
+                log(logger, logging.WARNING, "reading the pause flag failed",
+                    error=_error_text(exc))
+            else:
+                if paused != self._paused:
+                    log(logger, logging.WARNING if paused else logging.INFO,
+                        "consumption paused" if paused else "consumption resumed")
+                self._paused = paused
+        return self._paused
 
     async def _drained(self) -> bool:
         return not self._inflight and await self.bus.pending() == 0
@@ -353,7 +387,7 @@ class Consumer:
 
     async def _reclaim(self) -> None:
         room = self.concurrency - len(self._inflight)
-        if not self._accepting or room <= 0:
+        if not self._accepting or room <= 0 or self._paused:
             return
         min_idle_ms = int(self.redelivery_idle_s * 1000)
         messages = await self.bus.reclaim(self.name, min_idle_ms, room)

@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tradewire.bus.base import DeadLetter, Envelope, Message, partition_for
@@ -43,6 +43,7 @@ class EmbeddedBus:
         self._next_partition = 0  # round-robin start of the next fetch, for fairness
         self._published = asyncio.Event()
         self._closed = False
+        self._paused = False
 
     async def publish(self, envelope: Envelope) -> str:
         partition = partition_for(envelope.key, self.partitions)
@@ -142,6 +143,23 @@ class EmbeddedBus:
 
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
         return list(self._dlq[:limit])
+
+    async def dlq_get(self, dlq_id: str) -> DeadLetter | None:
+        return next((letter for letter in self._dlq if letter.id == dlq_id), None)
+
+    async def dlq_delete(self, dlq_ids: Sequence[str]) -> int:
+        doomed = set(dlq_ids)
+        kept = [letter for letter in self._dlq if letter.id not in doomed]
+        removed = len(self._dlq) - len(kept)
+        self._dlq = kept
+        return removed
+
+    async def set_paused(self, paused: bool) -> None:
+        """Shared by every consumer of this process (the only ones this bus has)."""
+        self._paused = paused
+
+    async def is_paused(self) -> bool:
+        return self._paused
 
     async def close(self) -> None:
         self._closed = True

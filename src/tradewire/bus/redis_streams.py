@@ -13,6 +13,9 @@
   scanned in pieces, not from ``0-0`` each time). Redis 7 drops entries whose ids were trimmed.
 * ``touch`` (XCLAIM JUSTID) resets the idle time of messages a live consumer is still working
   on, so that ``reclaim`` elsewhere only takes messages of dead consumers.
+* DLQ entries are entries of the stream ``ws-events.dlq``: ``dlq_get`` is XRANGE id id,
+  ``dlq_delete`` is XDEL. The pause flag is the key ``ws-events:paused`` (``PAUSED_KEY``), shared
+  by every process on the same Redis.
 * ``trim`` uses MINID bounded by the oldest pending and the last-delivered id of every group:
   it never removes pending or undelivered entries (plain MAXLEN would, silently).
 
@@ -25,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tradewire import names
@@ -37,6 +41,8 @@ if TYPE_CHECKING:
     from redis.typing import StreamIdT
 
 _BODY = b"body"
+PAUSED_KEY = f"{names.EVENTS}:paused"
+_STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 
 # KEYS: partition stream, DLQ stream. ARGV: group, message id, then the DLQ entry's fields.
 _DEAD_LETTER_LUA = """
@@ -256,6 +262,25 @@ class RedisStreamsBus:
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
         entries: list[Any] = await self._redis.xrange(names.DLQ, count=limit) or []
         return [_letter(entry_id, fields) for entry_id, fields in entries]
+
+    async def dlq_get(self, dlq_id: str) -> DeadLetter | None:
+        if not _STREAM_ID.match(dlq_id):
+            return None
+        entries: list[Any] = await self._redis.xrange(names.DLQ, dlq_id, dlq_id, count=1) or []
+        return _letter(*entries[0]) if entries else None
+
+    async def dlq_delete(self, dlq_ids: Sequence[str]) -> int:
+        valid = [i for i in dlq_ids if _STREAM_ID.match(i)]
+        return int(await self._redis.xdel(names.DLQ, *valid)) if valid else 0
+
+    async def set_paused(self, paused: bool) -> None:
+        if paused:
+            await self._redis.set(PAUSED_KEY, b"1")
+        else:
+            await self._redis.delete(PAUSED_KEY)
+
+    async def is_paused(self) -> bool:
+        return bool(await self._redis.exists(PAUSED_KEY))
 
     async def trim(self, retain_ms: int = 0) -> int:
         """Remove acknowledged entries from every partition stream; returns how many.

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tradewire.cli import dlq as dlq_cli
 from tradewire.cli import roles
 from tradewire.cli.demo import DemoFailed, Endpoints, closed_by, orders_placed, run_scenario
 from tradewire.cli.main import print_json
@@ -148,6 +149,8 @@ async def monitor(args: argparse.Namespace, settings: Settings, stop: asyncio.Ev
     """A signal source posting RawMessages to the intake API of this deployment."""
     from tradewire.errors import ConfigError
 
+    if args.source == "dlq":
+        return await dlq_cli.monitor_dlq(args, settings, stop)
     try:
         if args.source == "discord-bot":
             from tradewire.intake.discord.cli import run_from_args as run_bot
@@ -161,6 +164,10 @@ async def monitor(args: argparse.Namespace, settings: Settings, stop: asyncio.Ev
         _say(f"monitor stopped: {exc}")
         return 2
     return 0
+
+
+dlq = dlq_cli.dlq_command
+bus = dlq_cli.bus_command
 
 
 async def signals(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> int:

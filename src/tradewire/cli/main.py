@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
 
     cdp_arguments(sources.add_parser(
         "cdp", help="read a Discord channel open in Chrome (opt-in; read docs/cdp-monitor.md)"))
+    from tradewire.cli.dlq import add_parsers as dlq_parsers
+
+    dlq_parsers(sub, sources)
     signals = sub.add_parser("signals", help="signal text tools")
     tools = signals.add_subparsers(dest="tool", required=True)
     parse = tools.add_parser("parse", help="parse a message on stdin; one JSON line out")
@@ -89,6 +92,7 @@ def _commands() -> dict[str, Command]:
         "worker": commands.worker, "notifier": commands.notifier,
         "simulator": commands.simulator, "db": commands.db, "demo": commands.demo,
         "monitor": commands.monitor, "signals": commands.signals,
+        "dlq": commands.dlq, "bus": commands.bus,
     }
 
 

@@ -1,8 +1,8 @@
 """Every role in one process (``tradewire run`` and ``tradewire demo``).
 
 ``async with Stack(settings) as stack:`` starts the built-in simulator (when the exchange is
-``sim``), migrates the database, and runs the API, streams, worker and notifier until the block
-ends. Ports of 0 pick free ports; ``stack.settings`` holds the ones actually used.
+``sim``), migrates the database, and runs the API, streams, worker, notifier and DLQ monitor until
+the block ends. Ports of 0 pick free ports; ``stack.settings`` holds the ones actually used.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import httpx
 
 from tradewire.bus.consumer import Consumer
 from tradewire.cli import roles
+from tradewire.cli.dlq import dlq_monitor
 from tradewire.config import Settings
 from tradewire.logging import log
 from tradewire.notify.notifier import Notifier
@@ -71,7 +72,7 @@ class Stack:
         self.notifier = roles.notifier(self.rt)
         self._task = asyncio.create_task(roles.until_stopped(
             self.stop, self.streams.run(self.stop), self.consumer.run(self.stop),
-            self.notifier.run(self.stop),
+            self.notifier.run(self.stop), dlq_monitor(self.rt).run(self.stop),
         ))
         log(logger, logging.INFO, "tradewire is up", api=self.api.base_url)
 
