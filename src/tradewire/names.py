@@ -8,6 +8,9 @@ EVENTS = "ws-events"
 DLQ = "ws-events.dlq"
 """Dead-letter queue: messages that failed their last attempt. Never consumed automatically."""
 
+PAUSED = f"{EVENTS}:paused"
+"""Flag (Redis key) that pauses every consumer of the bus (``tradewire bus pause``)."""
+
 WORKER_GROUP = "workers"
 """Consumer group of the event processors."""
 

@@ -14,7 +14,7 @@
 * ``touch`` (XCLAIM JUSTID) resets the idle time of messages a live consumer is still working
   on, so that ``reclaim`` elsewhere only takes messages of dead consumers.
 * DLQ entries are entries of the stream ``ws-events.dlq``: ``dlq_get`` is XRANGE id id,
-  ``dlq_delete`` is XDEL. The pause flag is the key ``ws-events:paused`` (``PAUSED_KEY``), shared
+  ``dlq_delete`` is XDEL. The pause flag is the key ``ws-events:paused`` (``names.PAUSED``), shared
   by every process on the same Redis.
 * ``trim`` uses MINID bounded by the oldest pending and the last-delivered id of every group:
   it never removes pending or undelivered entries (plain MAXLEN would, silently).
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from redis.typing import StreamIdT
 
 _BODY = b"body"
-PAUSED_KEY = f"{names.EVENTS}:paused"
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 
 # KEYS: partition stream, DLQ stream. ARGV: group, message id, then the DLQ entry's fields.
@@ -275,12 +274,12 @@ class RedisStreamsBus:
 
     async def set_paused(self, paused: bool) -> None:
         if paused:
-            await self._redis.set(PAUSED_KEY, b"1")
+            await self._redis.set(names.PAUSED, b"1")
         else:
-            await self._redis.delete(PAUSED_KEY)
+            await self._redis.delete(names.PAUSED)
 
     async def is_paused(self) -> bool:
-        return bool(await self._redis.exists(PAUSED_KEY))
+        return bool(await self._redis.exists(names.PAUSED))
 
     async def trim(self, retain_ms: int = 0) -> int:
         """Remove acknowledged entries from every partition stream; returns how many.
