@@ -14,8 +14,16 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import settings as _hypothesis_settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Property tests are reproducible by default (the same examples every run, so CI never fails on
+# a new random draw); set HYPOTHESIS_EXPLORE=1 to search new examples locally.
+_hypothesis_settings.register_profile("repeatable", derandomize=True, database=None)
+_hypothesis_settings.register_profile("explore")
+_hypothesis_settings.load_profile(
+    "explore" if os.environ.get("HYPOTHESIS_EXPLORE") else "repeatable")
 
 PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

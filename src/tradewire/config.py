@@ -28,7 +28,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     database_url: str = ""  # default: sqlite file under data_dir
-    bus_url: str = "embedded"  # or redis://host:port/db
+    bus_url: str = "embedded"  # durable file data/bus.db; memory | redis://… | amqp://…
     lock_url: str = "memory"  # or redis://host:port/db
     exchange_url: str = SIMULATOR  # or http(s)://host:port of a Binance USD-M compatible REST API
     exchange_ws_url: str = ""  # default: derived from exchange_url (http→ws)

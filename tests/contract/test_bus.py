@@ -1,15 +1,18 @@
 """Bus contract: every backend stores, hands out, acks, dead-letters and reclaims alike.
 
-The ``bus`` fixture runs each test on the embedded bus and on Redis Streams (Redis db 15,
-flushed around each test; stream and group names are the production ones from ``names``).
+The ``bus`` fixture runs each test on the in-memory embedded bus, the durable SQLite bus (a temp
+file), Redis Streams (Redis db 15, flushed around each test; stream and group names are the
+production ones from ``names``) and RabbitMQ (a unique name prefix per test, deleted afterwards).
 ``open_bus`` and ``envelope`` are reused by ``test_bus_consumer.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -21,13 +24,20 @@ from tradewire.bus.base import Bus, DeadLetter, Envelope, Message, partition_for
 from tradewire.bus.consumer import Consumer, SupportsTouch
 from tradewire.bus.embedded import EmbeddedBus
 from tradewire.bus.factory import create_bus
+from tradewire.bus.rabbitmq import RabbitMQBus, delete_namespace
 from tradewire.bus.redis_streams import RedisStreamsBus
+from tradewire.bus.sqlite_bus import SqliteBus
 from tradewire.config import Settings
 from tradewire.errors import ConfigError
 
 REDIS_TEST_DB = 15
 PARTITIONS = 4
-BACKENDS = ["embedded", pytest.param("redis", marks=pytest.mark.redis)]
+BACKENDS = [
+    "embedded",
+    "sqlite",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+]
 
 
 def redis_db_url(redis_url: str) -> str:
@@ -45,9 +55,15 @@ async def flush(url: str) -> None:
 @asynccontextmanager
 async def open_bus(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
     """A fresh, empty bus of the given backend; closed (and Redis db flushed) afterwards."""
+    url = namespace = ""
     if kind == "embedded":
         bus: Bus = EmbeddedBus(PARTITIONS)
-        url = ""
+    elif kind == "sqlite":
+        bus = SqliteBus(request.getfixturevalue("tmp_path") / "bus.db", PARTITIONS)
+    elif kind == "rabbitmq":
+        amqp_url = request.getfixturevalue("rabbitmq_url")
+        namespace = f"test-{uuid.uuid4().hex[:10]}."
+        bus = RabbitMQBus(amqp_url, PARTITIONS, namespace=namespace)
     else:
         url = redis_db_url(request.getfixturevalue("redis_url"))
         await flush(url)
@@ -58,6 +74,8 @@ async def open_bus(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[B
         await bus.close()
         if url:
             await flush(url)
+        if namespace:
+            await delete_namespace(request.getfixturevalue("rabbitmq_url"), namespace, PARTITIONS)
 
 
 def envelope(account_id: int = 1, symbol: str = "BTCUSDT", seq: int = 0) -> Envelope:
@@ -178,9 +196,16 @@ async def test_touch_keeps_a_message_from_being_reclaimed(bus: Bus) -> None:
     assert claimed.deliveries == 2
 
 
-def test_factory_picks_the_backend_from_the_url() -> None:
-    """``embedded`` and ``redis://`` select a backend; anything else is a configuration error."""
-    assert isinstance(create_bus(Settings(bus_url="embedded")), EmbeddedBus)
+def test_factory_picks_the_backend_from_the_url(tmp_path: Path) -> None:
+    """``embedded`` (durable file under data_dir), ``sqlite:///``, ``memory``, ``redis://`` and
+    ``amqp://`` select a backend; anything else is a configuration error."""
+    embedded = create_bus(Settings(bus_url="embedded", data_dir=tmp_path))
+    assert isinstance(embedded, SqliteBus) and embedded.path == tmp_path / "bus.db"
+    sqlite = create_bus(Settings(bus_url=f"sqlite:///{tmp_path}/other.db"))
+    assert isinstance(sqlite, SqliteBus) and sqlite.path == tmp_path / "other.db"
+    assert isinstance(create_bus(Settings(bus_url="memory")), EmbeddedBus)
+    amqp = create_bus(Settings(bus_url="amqp://guest:guest@127.0.0.1:5672/", bus_partitions=8))
+    assert isinstance(amqp, RabbitMQBus) and amqp.partitions == 8
     redis_bus = create_bus(Settings(bus_url="redis://127.0.0.1:6379/15", bus_partitions=8))
     assert isinstance(redis_bus, RedisStreamsBus) and redis_bus.partitions == 8
     with pytest.raises(ConfigError):

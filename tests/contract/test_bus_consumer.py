@@ -1,6 +1,6 @@
 """Consumer policy on every backend: per-key order, retries in place, DLQ, redelivery.
 
-Each test runs on the embedded bus and on Redis Streams (see ``test_bus.open_bus``), with short
+Each test runs on every backend of ``test_bus.BACKENDS`` (see ``test_bus.open_bus``), with short
 retry delays, and uses ``Consumer.drain`` instead of sleeps.
 """
 

@@ -189,10 +189,20 @@ def test_cli_bus_pause_resume_status(
     assert run_json(capsys, "bus", "resume")["paused"] is False
 
 
-def test_cli_refuses_the_embedded_bus(
+def test_cli_refuses_the_in_process_memory_bus(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """With the embedded bus the commands point to the API instead of showing an empty DLQ."""
-    monkeypatch.setenv("TRADEWIRE_BUS_URL", "embedded")
+    """With the in-process memory bus the commands point to the API instead of showing an
+    empty DLQ."""
+    monkeypatch.setenv("TRADEWIRE_BUS_URL", "memory")
     assert main(["dlq", "list"]) == 2
     assert "/api/dlq" in capsys.readouterr().err
+
+
+def test_cli_reads_the_embedded_bus_file_of_a_one_machine_deployment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The embedded bus is a file (data/bus.db): the CLI opens it like a shared bus."""
+    monkeypatch.setenv("TRADEWIRE_BUS_URL", "embedded")
+    monkeypatch.setenv("TRADEWIRE_DATA_DIR", str(tmp_path))
+    assert run_json(capsys, "bus", "status") == {"paused": False, "pending": 0, "dlq_size": 0}

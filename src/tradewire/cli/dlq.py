@@ -1,8 +1,9 @@
 """``tradewire dlq ...``, ``tradewire bus ...`` and ``tradewire monitor dlq``.
 
-The ``dlq`` and ``bus`` commands talk to the bus directly (``create_bus(Settings())``), so they
-need a shared backend (Redis, ...). The embedded bus lives inside the ``tradewire run`` process:
-for it use the operator API (``/api/dlq``, ``/api/bus``) instead. Exit codes: 0 done, 1 a
+The ``dlq`` and ``bus`` commands talk to the bus directly (``create_bus(Settings())``): Redis,
+RabbitMQ, or the embedded bus file (``data/bus.db``) that ``tradewire run`` uses, which other
+processes may open too. Only the in-process ``memory`` bus cannot be reached from here: for it use
+the operator API (``/api/dlq``, ``/api/bus``). Exit codes: 0 done, 1 a
 ``show`` of an unknown id, 2 usage or configuration error.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 from tradewire.bus import dlq
 from tradewire.bus.alerts import DlqMonitor
 from tradewire.bus.base import Bus
-from tradewire.bus.factory import EMBEDDED, create_bus
+from tradewire.bus.factory import MEMORY, create_bus
 from tradewire.config import Settings
 from tradewire.errors import InvalidInput
 from tradewire.runtime import Runtime, open_runtime
@@ -77,9 +78,9 @@ def _out(data: Any) -> None:
 
 
 def _shared_bus(settings: Settings) -> Bus | None:
-    if settings.bus_url.strip() == EMBEDDED:
-        _err("the embedded bus lives inside the `tradewire run` process: use the operator "
-             "API (/api/dlq, /api/bus) or set TRADEWIRE_BUS_URL to the shared bus")
+    if settings.bus_url.strip() == MEMORY:
+        _err("the memory bus lives inside the `tradewire run` process: use the operator "
+             "API (/api/dlq, /api/bus) or set TRADEWIRE_BUS_URL to a shared bus")
         return None
     return create_bus(settings)
 
@@ -174,8 +175,8 @@ def dlq_monitor(rt: Runtime) -> DlqMonitor:
 
 async def monitor_dlq(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> int:
     """``tradewire monitor dlq``: the scheduled check until stopped."""
-    if settings.bus_url.strip() == EMBEDDED:
-        _err("the embedded bus is checked inside `tradewire run`; this monitor needs the "
+    if settings.bus_url.strip() == MEMORY:
+        _err("the memory bus is checked inside `tradewire run`; this monitor needs a "
              "shared bus (TRADEWIRE_BUS_URL)")
         return 2
     async with open_runtime(settings, migrate=False) as rt:

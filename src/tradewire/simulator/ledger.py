@@ -45,6 +45,9 @@ def signed(side: str, qty: Decimal) -> Decimal:
     return qty if side == "BUY" else -qty
 
 
+PNL_STEP = Decimal("0.00000001")
+
+
 def apply_fill(position: Position, side: str, qty: Decimal, price: Decimal, now: int) -> Decimal:
     """Move ``position`` by a fill and return the realized PnL (before fees) of that fill."""
     delta = signed(side, qty)
@@ -57,7 +60,9 @@ def apply_fill(position: Position, side: str, qty: Decimal, price: Decimal, now:
     else:
         closed = min(qty, abs(old))
         direction = 1 if old > 0 else -1
-        realized = closed * (price - position.entry_price) * direction
+        # to the exchange's 8 decimals: the average entry price may not terminate, and an
+        # unrounded PnL would make the wallet depend on the order of additions
+        realized = (closed * (price - position.entry_price) * direction).quantize(PNL_STEP)
         if new == 0:
             position.entry_price = ZERO
         elif (new > 0) != (old > 0):

@@ -1,0 +1,378 @@
+"""Bus on RabbitMQ (AMQP 0.9.1 via ``aio_pika``): quorum queues, publisher confirms, manual acks.
+
+* Topology (declared lazily, idempotently): direct exchange ``ws-events``; one durable quorum
+  queue ``ws-events.<p>`` per partition bound with routing key ``<p>``; the DLQ ``ws-events.dlq``
+  and the pause flag ``ws-events.paused`` are durable *classic* queues (nobody consumes them;
+  classic because listing the DLQ requeues its messages, and on RabbitMQ >= 4.0 a quorum queue
+  would count those requeues against its default delivery limit of 20 and drop the entries).
+* ``publish`` sends a persistent message (``message_id`` = a fresh uuid, the stable
+  ``Message.id``) and returns after the broker's publisher confirm.
+* ``fetch``: on first use the bus starts one basic.consume per partition queue (manual acks,
+  per-consumer ``prefetch``), which fills an in-process buffer per partition; ``fetch`` hands
+  out buffered messages round-robin over partitions and waits up to ``block_ms`` for one.
+  A bus that only publishes (the streams role) never consumes. Handed-out messages stay
+  unacked until ``ack`` (basic.ack); ``prefetch`` bounds buffered + unacked per partition.
+* ``Message.deliveries`` = ``x-delivery-count`` + 1 (quorum queues count returns). No
+  ``x-delivery-limit`` is set (3.x: unlimited; >= 4.0: 20, far above the consumer's 3 attempts).
+* ``reclaim``: across processes there is nothing to do: when a consumer process dies its
+  connection closes and RabbitMQ requeues its unacked messages, which the surviving consumers
+  receive with a raised ``x-delivery-count``. Within one process (one bus shared by several
+  named consumers) ``reclaim``/``touch`` follow the other backends: a message held idle longer
+  than ``min_idle_ms`` is handed to the caller with ``deliveries`` + 1 (same delivery tag).
+* ``pending`` counts the messages handed out *by this process* and not yet acked (AMQP exposes
+  no cluster-wide unacked count without the management API).
+* ``dead_letter``: publish the ``DeadLetter`` to ``ws-events.dlq`` (persistent, confirmed),
+  THEN basic.ack the original. Not atomic: a crash between the two redelivers the original, which
+  can end in a second DLQ entry with the same ``original_id`` (duplicate recognisable); a letter
+  is never lost. A failed DLQ publish leaves the original unacked.
+* DLQ tooling: ``dlq_size`` = ready count from queue.declare-ok. ``dlq_list``/``dlq_get``/
+  ``dlq_delete`` basic.get every entry (unacked) on a private channel, then basic.ack the deleted
+  ones and nack-requeue the rest; entries are sorted by id (``<ms>-<hex>``). Scans are serialised
+  per bus; a concurrent scan in another process briefly hides the entries it holds.
+* ``set_paused``: the flag is "``ws-events.paused`` holds a message" (max-length 1, never
+  consumed): pause publishes one, resume purges; ``is_paused`` reads the ready count.
+
+``aio_pika`` is imported on first use; constructing the bus opens no connection. ``namespace``
+prefixes every exchange/queue name (tests use a unique one and ``delete_namespace``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tradewire import names
+from tradewire.bus.base import DeadLetter, Envelope, Message, partition_for
+from tradewire.names import DEFAULT_PARTITIONS
+
+if TYPE_CHECKING:
+    from aio_pika.abc import (
+        AbstractChannel,
+        AbstractExchange,
+        AbstractIncomingMessage,
+        AbstractQueue,
+        AbstractRobustConnection,
+    )
+
+PAUSED_QUEUE = f"{names.EVENTS}.paused"
+_DLQ_SCAN_MAX = 100_000
+_QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
+
+
+def _queue_names(namespace: str, partitions: int) -> tuple[str, list[str], str, str]:
+    """Exchange, partition queues, DLQ, pause-flag queue."""
+    parts = [namespace + names.partition_name(p) for p in range(partitions)]
+    return namespace + names.EVENTS, parts, namespace + names.DLQ, namespace + PAUSED_QUEUE
+
+
+@dataclass
+class _Held:
+    incoming: AbstractIncomingMessage
+    message: Message
+    consumer: str
+    delivered_at: float  # event-loop time
+
+
+def _letter(incoming: AbstractIncomingMessage) -> DeadLetter:
+    """A DLQ message: body = the original body, header ``tw-letter`` = the other fields (JSON)."""
+    raw = (incoming.headers or {}).get("tw-letter", "{}")
+    meta = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    meta.pop("id", None)
+    meta.pop("body", None)
+    return DeadLetter(id=incoming.message_id or "", body=incoming.body, **meta)
+
+
+class RabbitMQBus:
+    """``Bus`` on RabbitMQ quorum queues; see the module docstring for the semantics."""
+
+    def __init__(
+        self, url: str, partitions: int = DEFAULT_PARTITIONS, *, prefetch: int = 100,
+        namespace: str = "",
+    ) -> None:
+        if partitions < 1 or prefetch < 1:
+            raise ValueError("partitions and prefetch must be >= 1")
+        self.partitions = partitions
+        self.url = url
+        self.prefetch = prefetch
+        self._exchange_name, self._queues, self._dlq, self._paused = _queue_names(
+            namespace, partitions
+        )
+        self._conn: AbstractRobustConnection | None = None
+        self._pub: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._consuming: AbstractChannel | None = None
+        self._buffers: list[deque[AbstractIncomingMessage]] = [deque() for _ in range(partitions)]
+        self._arrived = asyncio.Event()
+        self._held: dict[str, _Held] = {}
+        self._declared: dict[str, AbstractQueue] = {}
+        self._setup_lock = asyncio.Lock()
+        self._dlq_lock = asyncio.Lock()
+        self._next_partition = 0
+        self._closed = False
+
+    # -- connection and topology ---------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Connect and declare the topology (every method does it lazily)."""
+        async with self._setup_lock:
+            if self._pub is not None:
+                return
+            import aio_pika
+
+            self._conn = await aio_pika.connect_robust(self.url)
+            self._conn.reconnect_callbacks.add(self._on_reconnect)
+            self._pub = await self._conn.channel(publisher_confirms=True)
+            self._exchange = await self._pub.declare_exchange(
+                self._exchange_name, aio_pika.ExchangeType.DIRECT, durable=True
+            )
+            for partition, name in enumerate(self._queues):
+                queue = await self._pub.declare_queue(name, durable=True, arguments=_QUORUM)
+                await queue.bind(self._exchange, routing_key=str(partition))
+            self._declared[self._dlq] = await self._pub.declare_queue(self._dlq, durable=True)
+            self._declared[self._paused] = await self._pub.declare_queue(
+                self._paused, durable=True,
+                arguments={"x-max-length": 1, "x-overflow": "drop-head"},
+            )
+
+    def _on_reconnect(self, *_: Any) -> None:
+        """After a reconnect the old delivery tags are void; the broker requeued them."""
+        self._held.clear()
+        for buffer in self._buffers:
+            buffer.clear()
+
+    async def _publisher(self) -> tuple[AbstractChannel, AbstractExchange]:
+        if self._closed:
+            raise RuntimeError("bus is closed")
+        await self.setup()
+        assert self._pub is not None and self._exchange is not None
+        return self._pub, self._exchange
+
+    async def _start_consuming(self) -> None:
+        await self._publisher()
+        async with self._setup_lock:
+            if self._consuming is not None or self._conn is None:
+                return
+            channel = await self._conn.channel(publisher_confirms=False)
+            await channel.set_qos(prefetch_count=self.prefetch)
+            for partition, name in enumerate(self._queues):  # declared: restored on reconnect
+                queue = await channel.declare_queue(name, durable=True, arguments=_QUORUM)
+                await queue.consume(self._receiver(partition), no_ack=False)
+            self._consuming = channel
+
+    def _receiver(self, partition: int) -> Any:
+        async def receive(incoming: AbstractIncomingMessage) -> None:
+            self._buffers[partition].append(incoming)
+            self._arrived.set()
+
+        return receive
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    async def publish(self, envelope: Envelope) -> str:
+        partition = partition_for(envelope.key, self.partitions)
+        return await self.publish_raw(partition, envelope.encode())
+
+    async def publish_raw(self, partition: int, body: bytes) -> str:
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"partition {partition} out of range 0..{self.partitions - 1}")
+        import aio_pika
+
+        _, exchange = await self._publisher()
+        message_id = uuid.uuid4().hex
+        await exchange.publish(
+            aio_pika.Message(
+                body, message_id=message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+            ),
+            routing_key=str(partition), mandatory=True,
+        )
+        return message_id
+
+    # -- consuming -----------------------------------------------------------------------------
+
+    async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Message]:
+        await self._start_consuming()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(block_ms, 0) / 1000
+        while not self._closed:
+            self._arrived.clear()
+            taken = self._take(consumer, count)
+            remaining = deadline - loop.time()
+            if taken or remaining <= 0:
+                return taken
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._arrived.wait()
+            except TimeoutError:
+                return self._take(consumer, count)
+        return []
+
+    def _take(self, consumer: str, count: int) -> list[Message]:
+        taken: list[Message] = []
+        now = asyncio.get_running_loop().time()
+        start = self._next_partition
+        self._next_partition = (start + 1) % self.partitions
+        while len(taken) < count:
+            progressed = False
+            for offset in range(self.partitions):
+                partition = (start + offset) % self.partitions
+                buffer = self._buffers[partition]
+                if buffer and len(taken) < count:
+                    incoming = buffer.popleft()
+                    count_header = (incoming.headers or {}).get("x-delivery-count", 0)
+                    redelivered = int(count_header) if isinstance(count_header, int) else 0
+                    message = Message(
+                        id=incoming.message_id or f"{partition}:{incoming.delivery_tag}",
+                        partition=partition, body=incoming.body, deliveries=redelivered + 1,
+                    )
+                    self._held[message.id] = _Held(incoming, message, consumer, now)
+                    taken.append(dataclasses.replace(message))
+                    progressed = True
+            if not progressed:
+                break
+        return taken
+
+    async def ack(self, message: Message) -> None:
+        held = self._held.pop(message.id, None)
+        if held is not None:
+            await held.incoming.ack()
+
+    async def dead_letter(self, message: Message, letter: DeadLetter) -> None:
+        """Confirmed publish to the DLQ, then ack (at-least-once; see the module docstring)."""
+        import aio_pika
+
+        channel, _ = await self._publisher()
+        meta = {k: v for k, v in dataclasses.asdict(letter).items() if k not in ("id", "body")}
+        dlq_id = f"{time.time_ns() // 1_000_000:013d}-{uuid.uuid4().hex[:12]}"
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                letter.body, message_id=dlq_id, headers={"tw-letter": json.dumps(meta)},
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=self._dlq, mandatory=True,
+        )
+        await self.ack(message)
+
+    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Message]:
+        """In-process takeover only; a dead process's messages are requeued by the broker."""
+        now = asyncio.get_running_loop().time()
+        claimed: list[Message] = []
+        for held in list(self._held.values()):
+            if len(claimed) >= count:
+                break
+            if (now - held.delivered_at) * 1000 >= min_idle_ms:
+                held.consumer, held.delivered_at = consumer, now
+                held.message = dataclasses.replace(
+                    held.message, deliveries=held.message.deliveries + 1
+                )
+                claimed.append(dataclasses.replace(held.message))
+        return claimed
+
+    async def touch(self, consumer: str, messages: Iterable[Message]) -> None:
+        now = asyncio.get_running_loop().time()
+        for message in messages:
+            held = self._held.get(message.id)
+            if held is not None:
+                held.consumer, held.delivered_at = consumer, now
+
+    async def pending(self) -> int:
+        return len(self._held)
+
+    # -- DLQ and control -----------------------------------------------------------------------
+
+    async def _ready(self, name: str) -> int:
+        """Ready messages of a queue: re-declare (same arguments) and read declare-ok."""
+        await self._publisher()
+        result = await self._declared[name].declare()
+        return int(result.message_count or 0)
+
+    async def dlq_size(self) -> int:
+        return await self._ready(self._dlq)
+
+    async def _dlq_scan(self, delete: set[str] | None = None) -> tuple[list[DeadLetter], int]:
+        """Every DLQ entry (sorted by id); entries whose id is in ``delete`` are removed."""
+        await self._publisher()
+        assert self._conn is not None
+        async with self._dlq_lock:
+            channel = await self._conn.channel(publisher_confirms=False)
+            try:
+                queue = await channel.get_queue(self._dlq, ensure=False)
+                held: list[AbstractIncomingMessage] = []
+                while len(held) < _DLQ_SCAN_MAX:
+                    incoming = await queue.get(no_ack=False, fail=False)
+                    if incoming is None:
+                        break
+                    held.append(incoming)
+                kept: list[DeadLetter] = []
+                removed = 0
+                for incoming in held:
+                    if delete is not None and incoming.message_id in delete:
+                        await incoming.ack()
+                        removed += 1
+                    else:
+                        kept.append(_letter(incoming))
+                        await incoming.nack(requeue=True)
+            finally:
+                await channel.close()
+        return sorted(kept, key=lambda letter: letter.id), removed
+
+    async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
+        letters, _ = await self._dlq_scan()
+        return letters[:limit]
+
+    async def dlq_get(self, dlq_id: str) -> DeadLetter | None:
+        letters, _ = await self._dlq_scan()
+        return next((letter for letter in letters if letter.id == dlq_id), None)
+
+    async def dlq_delete(self, dlq_ids: Sequence[str]) -> int:
+        if not dlq_ids:
+            return 0
+        _, removed = await self._dlq_scan(set(dlq_ids))
+        return removed
+
+    async def set_paused(self, paused: bool) -> None:
+        import aio_pika
+
+        channel, _ = await self._publisher()
+        if paused:
+            await channel.default_exchange.publish(
+                aio_pika.Message(b"1", delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=self._paused, mandatory=True,
+            )
+        else:
+            queue = await channel.get_queue(self._paused, ensure=False)
+            await queue.purge()
+
+    async def is_paused(self) -> bool:
+        return await self._ready(self._paused) > 0
+
+    async def close(self) -> None:
+        """Close the connection; unacked and buffered messages are requeued by the broker."""
+        if self._closed:
+            return
+        self._closed = True
+        self._arrived.set()
+        self._held.clear()
+        if self._conn is not None:
+            await self._conn.close()
+
+
+async def delete_namespace(url: str, namespace: str, partitions: int) -> None:
+    """Delete every exchange and queue of a namespace (tests' cleanup)."""
+    import aio_pika
+
+    exchange, queues, dlq, paused = _queue_names(namespace, partitions)
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        for name in [*queues, dlq, paused]:
+            await channel.queue_delete(name)
+        await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()
