@@ -1,4 +1,9 @@
-"""The HTTP API: ``create_app(deps)``; errors mapped to status codes in one place."""
+"""The HTTP API: ``create_app(deps)``; errors mapped to status codes in one place.
+
+``GET /metrics`` (Prometheus text format, ``tradewire.metrics``) needs no token: it holds no
+secrets, but it should only be reachable from the internal network (block it at the proxy /
+scrape it from inside), like ``/healthz``.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,9 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from tradewire import __version__
+from tradewire import __version__, metrics
 from tradewire.api import (
     routes_dlq,
     routes_intake,
@@ -58,6 +63,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        """Unauthenticated, secret-free; scrape it from the internal network only."""
+        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     app.add_exception_handler(TradewireError, _tradewire_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]

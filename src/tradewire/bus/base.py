@@ -96,6 +96,19 @@ class DeadLetter:
         return out
 
 
+@dataclass(frozen=True)
+class PartitionDepth:
+    """Backlog of one partition as seen by the consumer group (metrics, operators).
+
+    ``lag``: stored but never delivered to the group; ``pending``: delivered, not yet acked.
+    Backend caveats (Redis ``lag`` fallback, RabbitMQ per-process ``pending``) are documented
+    on each backend's ``partition_depths``.
+    """
+
+    lag: int
+    pending: int
+
+
 class Bus(Protocol):
     """What a backend provides. All methods are safe to call from one event loop."""
 
@@ -127,6 +140,10 @@ class Bus(Protocol):
 
     async def pending(self) -> int:
         """Messages delivered but not yet acked, over all partitions."""
+        ...
+
+    async def partition_depths(self) -> dict[int, PartitionDepth]:
+        """``PartitionDepth`` of every partition ``0..partitions-1`` (each key present)."""
         ...
 
     async def dlq_size(self) -> int: ...

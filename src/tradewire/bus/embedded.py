@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from tradewire.bus.base import DeadLetter, Envelope, Message, partition_for
+from tradewire.bus.base import DeadLetter, Envelope, Message, PartitionDepth, partition_for
 from tradewire.names import DEFAULT_PARTITIONS
 
 
@@ -137,6 +137,16 @@ class EmbeddedBus:
     async def undelivered(self) -> int:
         """Messages stored but never handed out (consumer lag)."""
         return sum(len(queue) for queue in self._queues)
+
+    async def partition_depths(self) -> dict[int, PartitionDepth]:
+        """Exact counts: queued (lag) and in the pending set (pending), per partition."""
+        pending = [0] * self.partitions
+        for entry in self._pending.values():
+            pending[entry.message.partition] += 1
+        return {
+            p: PartitionDepth(lag=len(queue), pending=pending[p])
+            for p, queue in enumerate(self._queues)
+        }
 
     async def dlq_size(self) -> int:
         return len(self._dlq)

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tradewire import names
-from tradewire.bus.base import DeadLetter, Envelope, Message, partition_for
+from tradewire.bus.base import DeadLetter, Envelope, Message, PartitionDepth, partition_for
 from tradewire.names import DEFAULT_PARTITIONS
 
 if TYPE_CHECKING:
@@ -291,6 +291,24 @@ class RabbitMQBus:
         await self._publisher()
         result = await self._declared[name].declare()
         return int(result.message_count or 0)
+
+    async def partition_depths(self) -> dict[int, PartitionDepth]:
+        """``lag`` = the ready count of each partition queue (passive declare: broker-wide)
+        plus this process's buffered, not yet fetched messages; ``pending`` = messages THIS
+        process has handed out and not acked. Both are partly per process: declare-ok has no
+        unacked count, so other processes' buffered and handed-out messages are in neither."""
+        channel, _ = await self._publisher()
+        pending = [0] * self.partitions
+        for held in self._held.values():
+            pending[held.message.partition] += 1
+        depths: dict[int, PartitionDepth] = {}
+        for partition, name in enumerate(self._queues):
+            queue = await channel.get_queue(name, ensure=False)
+            declared = await queue.declare()  # passive=True on a queue got with ensure=False
+            ready = int(declared.message_count or 0)
+            lag = ready + len(self._buffers[partition])
+            depths[partition] = PartitionDepth(lag=lag, pending=pending[partition])
+        return depths
 
     async def dlq_size(self) -> int:
         return await self._ready(self._dlq)

@@ -34,13 +34,14 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tradewire import names
-from tradewire.bus.base import DeadLetter, Envelope, Message, partition_for
+from tradewire.bus.base import DeadLetter, Envelope, Message, PartitionDepth, partition_for
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.typing import StreamIdT
 
 _BODY = b"body"
+_LAG_SCAN_MAX = 10_000  # bound of the XRANGE count used when Redis reports no ``lag``
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 
 # KEYS: partition stream, DLQ stream. ARGV: group, message id, then the DLQ entry's fields.
@@ -254,6 +255,39 @@ class RedisStreamsBus:
                 pipe.xpending(stream, self.group)
             replies = await pipe.execute()
         return sum(int(reply["pending"]) for reply in replies)
+
+    async def partition_depths(self) -> dict[int, PartitionDepth]:
+        """One XINFO GROUPS per stream (pipelined); this bus's group gives ``pending`` (its PEL
+        size, all consumers, all processes) and ``lag`` (entries never delivered to the group).
+
+        Redis reports ``lag`` as nil when it cannot compute it (entries deleted with XDEL
+        inside the undelivered range, a group position set without ENTRIESREAD). Then: the
+        entries after the group's ``last-delivered-id``, counted with XRANGE up to
+        ``_LAG_SCAN_MAX`` (a lower bound beyond that). ``XLEN - entries-read`` is not used: it
+        is wrong as soon as acknowledged entries have been trimmed, which ``trim`` does.
+        """
+        await self._ensure()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream in self._streams:
+                pipe.xinfo_groups(stream)
+            replies: list[Any] = await pipe.execute()
+        depths: dict[int, PartitionDepth] = {}
+        for partition, groups in enumerate(replies):
+            group = next((g for g in groups if _text(g["name"]) == self.group), None)
+            if group is None:
+                depths[partition] = PartitionDepth(lag=0, pending=0)
+                continue
+            lag = group.get("lag")
+            if lag is None:
+                lag = await self._count_after(partition, _text(group["last-delivered-id"]))
+            depths[partition] = PartitionDepth(lag=int(lag), pending=int(group["pending"]))
+        return depths
+
+    async def _count_after(self, partition: int, stream_id: str) -> int:
+        entries: list[Any] = await self._redis.xrange(
+            self._streams[partition], f"({stream_id}", "+", count=_LAG_SCAN_MAX
+        ) or []
+        return len(entries)
 
     async def dlq_size(self) -> int:
         return int(await self._redis.xlen(names.DLQ))

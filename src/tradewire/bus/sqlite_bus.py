@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tradewire.bus.base import DeadLetter, Envelope, Message, partition_for
+from tradewire.bus.base import DeadLetter, Envelope, Message, PartitionDepth, partition_for
 from tradewire.names import DEFAULT_PARTITIONS
 
 T = TypeVar("T")
@@ -256,6 +256,19 @@ class SqliteBus:
     async def undelivered(self) -> int:
         """Messages stored but never handed out (consumer lag)."""
         return await self._count("SELECT COUNT(*) FROM messages WHERE consumer IS NULL")
+
+    async def partition_depths(self) -> dict[int, PartitionDepth]:
+        """Exact counts of undelivered (lag) and delivered-unacked (pending) rows, shared by
+        every process on the file."""
+        rows = await self._run(lambda conn: conn.execute(
+            "SELECT partition, SUM(consumer IS NULL), SUM(consumer IS NOT NULL)"
+            " FROM messages GROUP BY partition"
+        ).fetchall())
+        depths = {p: PartitionDepth(lag=0, pending=0) for p in range(self.partitions)}
+        for partition, lag, pending in rows:
+            if partition in depths:
+                depths[partition] = PartitionDepth(lag=int(lag or 0), pending=int(pending or 0))
+        return depths
 
     async def dlq_size(self) -> int:
         return await self._count("SELECT COUNT(*) FROM dlq")

@@ -1,0 +1,282 @@
+"""Prometheus metrics: one process-wide registry, rendered by ``GET /metrics`` (API) or by
+``start_metrics_server`` (processes without the API). Unauthenticated and secret-free: scrape
+it from the internal network only; ``start_metrics_server`` binds 127.0.0.1 unless told.
+
+Metrics (``_total`` is added to counters by the exposition):
+
+* ``tradewire_events_published_total`` — counted by ``instrument_publish``.
+* ``tradewire_events_{consumed,retried,dead_lettered}_total{consumer}`` — read at scrape time
+  from ``Consumer.stats`` (``processed``, ``retried``, ``dead_lettered``) of the consumers
+  registered with ``watch_consumer`` (weakly held; summed per consumer name).
+* ``tradewire_bus_partition_lag{partition}``, ``tradewire_bus_partition_pending{partition}``,
+  ``tradewire_dlq_depth``, ``tradewire_bus_paused`` — set by ``refresh_bus_gauges(bus)``, which
+  ``BusGaugeRefresher`` runs every ``interval_s``; ``tradewire_bus_gauge_refresh_errors_total``.
+* ``tradewire_event_processing_seconds{outcome}`` (handler duration, every attempt; outcome
+  ``ok``/``error``) and ``tradewire_event_age_seconds`` (``now - envelope.received_ms`` when the
+  handler succeeds: socket-to-commit latency; synthetic and replayed events are not recorded,
+  their ``received_ms`` is not a socket time) — recorded by ``instrument_handler``.
+
+Wiring guide for the lead:
+``config.py``: ``metrics_port: int = 0`` (0 = no server) and ``metrics_host: str = "127.0.0.1"``.
+``cli/roles.py``: ``worker`` -> ``handler = metrics.instrument_handler(processor.handle)``,
+``consumer = Consumer.from_settings(rt.bus, handler, ...)``, ``metrics.watch_consumer(consumer)``;
+``streams_manager`` -> pass ``metrics.instrument_publish(rt.bus.publish)`` instead of
+``rt.bus.publish``.
+``cli/commands.py``: in ``worker``/``streams``/``notifier`` call
+``metrics.start_metrics_server(settings.metrics_port, settings.metrics_host)`` after
+``open_runtime`` (``close()`` the result on exit), and in ``worker`` run
+``metrics.BusGaugeRefresher(rt.bus).run(stop)`` next to ``consumer.run(stop)`` (``until_stopped``).
+``api`` needs nothing: ``GET /metrics`` is on the app.
+``cli/stack.py``: add ``metrics.BusGaugeRefresher(self.rt.bus).run(self.stop)`` to the
+``until_stopped`` jobs (the one-process stack is scraped through the API's ``/metrics``).
+Run ``BusGaugeRefresher`` in worker processes: bus gauges are backend-wide (sum them over
+processes only for RabbitMQ ``pending``, which is per process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+    start_http_server,
+)
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
+
+from tradewire.bus.base import Bus, Envelope
+from tradewire.bus.lanes import ConsumerStats
+from tradewire.clock import Clock, SystemClock
+from tradewire.logging import log
+
+logger = logging.getLogger("tradewire.metrics")
+
+T = TypeVar("T")
+Handler = Callable[[Envelope], Awaitable[None]]
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # "text/plain; version=0.0.4": every Prometheus parses it
+# No ``*_created`` series (a process-wide prometheus_client setting).
+disable_created_metrics()  # type: ignore[no-untyped-call]
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+PUBLISHED = Counter(
+    "tradewire_events_published", "Events published to the bus by this process.",
+    registry=REGISTRY,
+)
+PARTITION_LAG = Gauge(
+    "tradewire_bus_partition_lag", "Messages stored but never delivered to the consumer group.",
+    ["partition"], registry=REGISTRY,
+)
+PARTITION_PENDING = Gauge(
+    "tradewire_bus_partition_pending",
+    "Messages delivered and not yet acked (RabbitMQ: by this process only).",
+    ["partition"], registry=REGISTRY,
+)
+DLQ_DEPTH = Gauge("tradewire_dlq_depth", "Entries in the dead-letter queue.", registry=REGISTRY)
+BUS_PAUSED = Gauge(
+    "tradewire_bus_paused", "1 while consumption is paused (tradewire bus pause).",
+    registry=REGISTRY,
+)
+REFRESH_ERRORS = Counter(
+    "tradewire_bus_gauge_refresh_errors", "Failed refreshes of the bus gauges.",
+    registry=REGISTRY,
+)
+PROCESSING_SECONDS = Histogram(
+    "tradewire_event_processing_seconds", "Duration of one handler attempt.", ["outcome"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+EVENT_AGE_SECONDS = Histogram(
+    "tradewire_event_age_seconds",
+    "From receipt on the exchange socket to successful processing (socket-to-commit).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+    registry=REGISTRY,
+)
+
+
+# -- consumer counters ---------------------------------------------------------------------------
+
+
+class Watched(Protocol):
+    """What ``watch_consumer`` reads (``tradewire.bus.consumer.Consumer`` fits)."""
+
+    name: str
+    stats: ConsumerStats
+
+
+_watched: weakref.WeakValueDictionary[int, Watched] = weakref.WeakValueDictionary()  # by id()
+_watched_lock = threading.Lock()  # the metrics server scrapes from its own thread
+
+
+def watch_consumer(consumer: Watched) -> None:
+    """Expose ``consumer.stats`` as counters (held weakly: a dropped consumer disappears)."""
+    with _watched_lock:
+        _watched[id(consumer)] = consumer
+
+
+def unwatch_consumer(consumer: Watched) -> None:
+    with _watched_lock:
+        if _watched.get(id(consumer)) is consumer:
+            del _watched[id(consumer)]
+
+
+_STATS_COUNTERS = (
+    ("tradewire_events_consumed", "Events processed successfully and acked.", "processed"),
+    ("tradewire_events_retried", "Failed attempts followed by another attempt.", "retried"),
+    ("tradewire_events_dead_lettered", "Events moved to the dead-letter queue.", "dead_lettered"),
+)
+
+
+class ConsumerStatsCollector(Collector):
+    """Reads the watched consumers' ``stats`` at scrape time."""
+
+    def collect(self) -> Iterator[Metric]:
+        with _watched_lock:
+            consumers = list(_watched.values())
+        for name, help_text, field in _STATS_COUNTERS:
+            family = CounterMetricFamily(name, help_text, labels=["consumer"])
+            totals: dict[str, int] = {}
+            for consumer in consumers:
+                totals[consumer.name] = totals.get(consumer.name, 0) + getattr(
+                    consumer.stats, field
+                )
+            for consumer_name, value in sorted(totals.items()):
+                family.add_metric([consumer_name], value)
+            yield family
+
+    def describe(self) -> Iterator[Metric]:
+        for name, help_text, _ in _STATS_COUNTERS:
+            yield CounterMetricFamily(name, help_text, labels=["consumer"])
+
+
+REGISTRY.register(ConsumerStatsCollector())
+
+
+# -- bus gauges ----------------------------------------------------------------------------------
+
+
+async def refresh_bus_gauges(bus: Bus) -> None:
+    """Read depths, DLQ size and the pause flag from ``bus`` into the gauges."""
+    depths = await bus.partition_depths()
+    dlq = await bus.dlq_size()
+    paused = await bus.is_paused()
+    for partition, depth in depths.items():
+        PARTITION_LAG.labels(partition=str(partition)).set(depth.lag)
+        PARTITION_PENDING.labels(partition=str(partition)).set(depth.pending)
+    DLQ_DEPTH.set(dlq)
+    BUS_PAUSED.set(1 if paused else 0)
+
+
+class BusGaugeRefresher:
+    """``refresh_bus_gauges`` every ``interval_s`` until ``stop``; a failure is logged and
+    counted, the gauges keep their last values."""
+
+    def __init__(self, bus: Bus, interval_s: float = 5.0) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be > 0")
+        self.bus, self.interval_s = bus, interval_s
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(self.interval_s):
+                    await refresh_bus_gauges(self.bus)
+            except Exception as exc:
+                REFRESH_ERRORS.inc()
+                log(logger, logging.WARNING, "refreshing bus metrics failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval_s):
+                    await stop.wait()
+
+
+# -- handler and publisher wrappers --------------------------------------------------------------
+
+
+def instrument_handler(handler: Handler, *, clock: Clock | None = None) -> Handler:
+    """Wrap an event handler (``EventProcessor.handle``): every attempt's duration goes to
+    ``tradewire_event_processing_seconds``, a success's age to ``tradewire_event_age_seconds``.
+    Exceptions propagate unchanged (the consumer's retry policy still sees them)."""
+    wall = clock or SystemClock()
+
+    async def instrumented(envelope: Envelope) -> None:
+        started = time.perf_counter()
+        try:
+            await handler(envelope)
+        except BaseException:
+            PROCESSING_SECONDS.labels(outcome="error").observe(time.perf_counter() - started)
+            raise
+        PROCESSING_SECONDS.labels(outcome="ok").observe(time.perf_counter() - started)
+        if not envelope.synthetic and envelope.replay_of is None:
+            EVENT_AGE_SECONDS.observe(max(0, wall.now_ms() - envelope.received_ms) / 1000)
+
+    return instrumented
+
+
+def instrument_publish(
+    publish: Callable[[Envelope], Awaitable[T]],
+) -> Callable[[Envelope], Awaitable[T]]:
+    """Wrap ``bus.publish``: each successful publish counts one published event."""
+
+    async def metered(envelope: Envelope) -> T:
+        result = await publish(envelope)
+        PUBLISHED.inc()
+        return result
+
+    return metered
+
+
+# -- exposition ----------------------------------------------------------------------------------
+
+
+def render() -> bytes:
+    """The registry in Prometheus text format (serve with ``CONTENT_TYPE``)."""
+    return generate_latest(REGISTRY)
+
+
+@dataclass
+class MetricsServer:
+    """prometheus_client's HTTP server (a daemon thread) serving ``REGISTRY``."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def start_metrics_server(port: int, host: str = "127.0.0.1") -> MetricsServer | None:
+    """Serve ``/metrics`` on ``host:port`` for processes without the API; ``port <= 0``:
+    disabled (returns None). Default host 127.0.0.1: expose it wider only on an internal
+    network — it is unauthenticated."""
+    if port <= 0:
+        return None
+    server, thread = start_http_server(port, addr=host, registry=REGISTRY)
+    log(logger, logging.INFO, "metrics server up", host=host, port=int(server.server_address[1]))
+    return MetricsServer(server, thread)
