@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     bus_partitions: int = Field(default=16, ge=1, le=1024)
     retry_delays_s: tuple[float, ...] = (1.0, 2.0, 3.0)
     max_attempts: int = Field(default=3, ge=1)
-    redelivery_idle_s: float = 15.0
+    # a message of a consumer killed with SIGKILL is reclaimed by another one within
+    # 4/3 x redelivery_idle_s (reclaim runs every redelivery_idle_s / 3): 13.3 s by default
+    redelivery_idle_s: float = Field(default=10.0, gt=0)
     alert_webhook_url: str = ""  # operators' Discord webhook for DLQ alerts
     keepalive_interval_s: float = 30 * 60
     notifier_poll_s: float = 0.5
@@ -63,6 +65,13 @@ class Settings(BaseSettings):
     dlq_check_interval_s: float = Field(default=300, gt=0)  # how often the DLQ is checked
     dlq_alert_at: int = Field(default=10, ge=1)  # DLQ size that raises a red Discord alert
     dlq_alert_cooldown_s: float = Field(default=3600, ge=0)  # repeat a standing alert after this
+    # --- dependency outage (tradewire.bus.outage): probe the database from .. to, doubling ---
+    outage_probe_min_s: float = Field(default=0.5, gt=0)
+    outage_probe_max_s: float = Field(default=10.0, gt=0)
+    # --- worker batch path (tradewire.processor.batch_apply); batch max 0: one event at a time ---
+    worker_batch_max: int = Field(default=256, ge=0)  # events applied together at most
+    worker_batch_wait_ms: float = Field(default=2.0, ge=0)  # wait this long for more events
+    worker_concurrency: int = Field(default=256, ge=1)  # events in flight per worker process
 
     @field_validator("retry_delays_s", mode="before")
     @classmethod

@@ -23,6 +23,7 @@
     ├── BusError
     │   ├── PermanentError          a message that can never be processed (malformed)
     │   └── TransientError          worth retrying (a dependency was unavailable)
+    │       └── DependencyDown      the database is unreachable: pause consumption, no attempt
     └── NotificationError           webhook delivery failed
 
 ``is_transient(exc)`` says whether retrying may help.
@@ -123,6 +124,11 @@ class PermanentError(BusError):
 
 class TransientError(BusError):
     """A dependency failed; the same message may succeed later."""
+
+
+class DependencyDown(TransientError):
+    """A dependency every message needs (the database) is unreachable. The consumer pauses and
+    probes instead of spending attempts, so an outage does not fill the DLQ."""
 
 
 class NotificationError(TradewireError):

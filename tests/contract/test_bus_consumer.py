@@ -19,8 +19,7 @@ from test_bus import BACKENDS, PARTITIONS, envelope, fetch_all, open_bus
 
 from tradewire.bus.base import Bus, Envelope, partition_for
 from tradewire.bus.consumer import Consumer, Handler
-from tradewire.clock import SystemClock
-from tradewire.errors import TransientError
+from tradewire.errors import DependencyDown, PermanentError, TransientError
 
 
 @pytest.fixture(params=BACKENDS)
@@ -174,22 +173,80 @@ async def test_messages_of_a_dead_consumer_are_reclaimed_by_another(bus: Bus) ->
     assert await bus.pending() == 0
 
 
-async def test_a_malformed_body_is_dead_lettered_while_the_next_message_flows(bus: Bus) -> None:
-    """A body that is not an envelope fails max_attempts times (PermanentError) and lands in
-    the DLQ; the valid message behind it in the same partition is processed meanwhile."""
+async def test_a_malformed_body_is_dead_lettered_at_once_while_the_next_message_flows(
+    bus: Bus,
+) -> None:
+    """A body that is not an envelope is permanent: it lands in the DLQ after one attempt
+    (attempts=1, PermanentError), and the valid message behind it in the same partition is
+    processed too."""
     good = envelope()
     await bus.publish_raw(partition_for(good.key, PARTITIONS), b"{not json")
     await bus.publish(good)
-    clock = SystemClock()
-    handled: list[tuple[Envelope, int]] = []
+    handled: list[Envelope] = []
 
     async def handler(env: Envelope) -> None:
-        handled.append((env, clock.now_ms()))
+        handled.append(env)
 
-    consumer = make_consumer(bus, handler, retry_delays_s=(0.05, 0.05))
-    await consumer.drain(5)
+    consumer = make_consumer(bus, handler, retry_delays_s=(5.0, 5.0))
+    await consumer.drain(4)
     [letter] = await bus.dlq_list()
-    assert (letter.body, letter.attempts, letter.error_type) == (b"{not json", 3, "PermanentError")
-    [(env, handled_ms)] = handled
-    assert env == good and handled_ms < letter.last_failed_ms
+    assert (letter.body, letter.attempts, letter.error_type) == (b"{not json", 1, "PermanentError")
+    assert handled == [good] and consumer.stats.retried == 0
     assert await bus.pending() == 0
+
+
+async def test_a_permanent_error_is_dead_lettered_after_exactly_one_attempt(bus: Bus) -> None:
+    """An event the handler rejects as permanent (e.g. the exchange's wire schema rejects it)
+    is tried once and dead-lettered with its error type; nothing is retried."""
+    calls = 0
+
+    async def handler(env: Envelope) -> None:
+        nonlocal calls
+        calls += 1
+        raise PermanentError("ORDER_TRADE_UPDATE.o.X: expected a status, got None")
+
+    await bus.publish(envelope())
+    consumer = make_consumer(bus, handler, retry_delays_s=(5.0, 5.0))
+    await consumer.drain(4)
+    [letter] = await bus.dlq_list()
+    assert (calls, letter.attempts, letter.error_type) == (1, 1, "PermanentError")
+    assert consumer.stats.retried == 0 and await bus.pending() == 0
+
+
+async def test_a_dependency_outage_pauses_consumption_and_loses_nothing(
+    bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the database is down (``DependencyDown`` for ~0.6 s) no attempt is counted and
+    nothing is dead-lettered — even with max_attempts=1 — and no key advances: a database
+    outage affects every key. Once it is back every event is processed, in order per key,
+    with one error log when the outage began and one info when it ended."""
+    loop = asyncio.get_running_loop()
+    down_until = loop.time() + 10.0  # set at the first call
+    for seq in range(5):
+        for account in (1, 2, 3):
+            await bus.publish(envelope(account, seq=seq))
+    seen: dict[str, list[int]] = defaultdict(list)
+    done_during_outage = 0
+    started = False
+
+    async def handler(env: Envelope) -> None:
+        nonlocal down_until, done_during_outage, started
+        if not started:
+            started, down_until = True, loop.time() + 0.6
+        if loop.time() < down_until:
+            raise DependencyDown("connection refused")
+        seen[env.key].append(env.event["seq"])
+
+    consumer = make_consumer(bus, handler, max_attempts=1, outage_probe_s=(0.05, 0.2))
+    with caplog.at_level(logging.INFO, logger="tradewire.bus.consumer"):
+        await consumer.drain(10)
+    assert {key: seqs == list(range(5)) for key, seqs in seen.items()} == {
+        f"{account}:BTCUSDT": True for account in (1, 2, 3)
+    }
+    assert await bus.dlq_size() == 0 and await bus.pending() == 0
+    assert (consumer.stats.processed, consumer.stats.retried) == (15, 0)
+    assert consumer.stats.outages >= 1 and consumer.stats.dead_lettered == 0
+    began = [r for r in caplog.records if "consumption paused until" in r.getMessage()]
+    ended = [r for r in caplog.records if "consumption resumed" in r.getMessage()]
+    assert len(began) == consumer.stats.outages == len(ended)
+    assert began[0].levelno == logging.ERROR and ended[0].levelno == logging.INFO

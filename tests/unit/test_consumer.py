@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from tradewire.bus.base import Envelope, Message
 from tradewire.bus.consumer import Consumer, Handler
 from tradewire.bus.embedded import EmbeddedBus
 from tradewire.config import Settings
+from tradewire.errors import DependencyDown, TransientError
 
 
 def envelope(account_id: int = 1, seq: int = 0) -> Envelope:
@@ -199,3 +201,77 @@ async def test_a_failing_consumer_counts_retries_and_dead_letters() -> None:
     await consumer.drain(2)
     assert (consumer.stats.retried, consumer.stats.dead_lettered) == (2, 2)
     assert consumer.stats.processed == 0 and await bus.dlq_size() == 2
+
+
+def test_redelivery_defaults_bound_a_takeover_to_well_under_15_seconds() -> None:
+    """Defaults: idle 10 s, touch + reclaim every 10/3 s → a SIGKILLed worker's message is
+    reclaimed within 10 + 3.33 = 13.3 s; the outage probe backs off 0.5 s → 10 s."""
+    settings = Settings()
+    consumer = Consumer.from_settings(EmbeddedBus(), ok, settings)
+    assert consumer.redelivery_idle_s == 10.0
+    assert consumer.maintenance_interval_s <= consumer.redelivery_idle_s / 3
+    assert consumer.redelivery_idle_s + consumer.maintenance_interval_s < 15.0
+    assert consumer.outage_probe_s == (0.5, 10.0)
+
+
+async def test_a_transient_error_is_retried_with_growing_delays_then_dead_lettered() -> None:
+    """TransientError: max_attempts tries, waiting delays[0] then delays[1], then the DLQ."""
+    bus = EmbeddedBus(2)
+    await bus.publish(envelope())
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+
+    async def handler(env: Envelope) -> None:
+        times.append(loop.time())
+        raise TransientError("exchange unavailable")
+
+    consumer = consumer_for(bus, handler, retry_delays_s=(0.05, 0.15), jitter=0.0)
+    await consumer.drain(3)
+    gaps = [b - a for a, b in pairwise(times)]
+    [letter] = await bus.dlq_list()
+    assert (len(times), letter.attempts, letter.error_type) == (3, 3, "TransientError")
+    assert 0.05 <= gaps[0] < 0.12 and 0.15 <= gaps[1] < 0.25
+
+
+async def test_an_unknown_exception_is_treated_as_transient() -> None:
+    """An exception outside the tree is retried like a transient error (then the DLQ)."""
+    bus = EmbeddedBus(2)
+    await bus.publish(envelope())
+    consumer = consumer_for(bus, fail)
+    await consumer.drain(3)
+    [letter] = await bus.dlq_list()
+    assert (letter.attempts, letter.error_type, consumer.stats.retried) == (3, "RuntimeError", 2)
+
+
+async def test_one_keys_database_outage_holds_every_key_until_the_probe_succeeds() -> None:
+    """Only key 1 sees ``DependencyDown`` (for ~0.5 s): other keys are not attempted while the
+    outage lasts, nothing is fetched meanwhile, the probe backs off, and all is processed
+    afterwards with no attempt counted and no dead letter."""
+    bus = EmbeddedBus(2)
+    await bus.publish(envelope(1))
+    loop = asyncio.get_running_loop()
+    probes: list[float] = []
+    others: list[float] = []
+    first_ok = asyncio.Event()
+
+    async def handler(env: Envelope) -> None:
+        if env.account_id == 1:
+            probes.append(loop.time())
+            if probes[-1] - probes[0] < 0.5:
+                raise DependencyDown("connection refused")
+            first_ok.set()
+        else:
+            others.append(loop.time())
+
+    consumer = consumer_for(bus, handler, max_attempts=1, outage_probe_s=(0.05, 0.2))
+    draining = asyncio.create_task(consumer.drain(5))
+    while not consumer.in_outage:
+        await asyncio.sleep(0.005)
+    for account in (2, 3, 4):
+        await bus.publish(envelope(account))
+    await draining
+    gaps = [b - a for a, b in pairwise(probes)]
+    assert gaps[0] < gaps[-1] <= 0.2 * 1.05 + 0.05  # growing, capped
+    assert min(others) >= probes[-1]  # nothing else ran during the outage
+    assert (consumer.stats.outages, consumer.stats.retried, consumer.stats.processed) == (1, 0, 4)
+    assert await bus.dlq_size() == 0 and await bus.pending() == 0 and first_ok.is_set()

@@ -1,23 +1,29 @@
 """The consumer policy shared by every bus backend.
 
-* **Per-key order.** Each fetched message joins the *lane* of its ordering key
-  (``Envelope.key``; a malformed body gets a lane of its own). A lane is one task that runs its
-  messages one after the other; lanes of different keys run concurrently. At most
-  ``concurrency`` messages are in flight (queued in lanes or running); fetching pauses when full.
-* **Retries in place.** A failed attempt is retried in its lane after ``retry_delays_s[n-1]``
-  (plus up to ``jitter`` x that delay), so later events of the key wait behind it while other
-  keys keep flowing. The message stays pending in the bus meanwhile.
-* **Dead letters.** After ``max_attempts`` failed attempts the message goes to the DLQ with
-  ``bus.dead_letter`` (atomic with its ack) and an error is logged with userId/symbol/error.
-* **Redelivery.** Every ``redelivery_idle_s / 3`` the consumer refreshes the idle time of its
-  own in-flight messages (``touch``, when the backend has it) and reclaims messages idle for
-  longer than ``redelivery_idle_s`` (their consumer died). A message handed out ``d`` times
-  arrives with ``d - 1`` attempts already spent (each earlier delivery ended without an ack), so
-  a message that keeps killing its consumer ends in the DLQ instead of looping forever.
-
-* **Pause.** While ``bus.is_paused()`` (checked at most every ``pause_check_s``, 0.5 s) the
-  consumer fetches and reclaims nothing; work already in flight finishes. ``tradewire bus
-  pause|resume`` set the flag for every consumer of the backend.
+* **Per-key order.** Each fetched message joins the *lane* of its key (``bus.lanes``): one
+  task per key runs its messages in order, keys run concurrently; at most ``concurrency``
+  messages are in flight (fetching pauses when full).
+* **Errors.** ``PermanentError`` (a body that is not an envelope, an event the exchange's wire
+  schema rejects) → DLQ at once, after this one attempt. ``DependencyDown`` (the database is
+  unreachable) → an outage, below; no attempt is counted. Anything else — ``TransientError``
+  and *unknown* exceptions too, treated as transient since retrying may help — is retried in
+  place after ``retry_delays_s[n-1]`` (+ up to ``jitter`` x that), later events of the key
+  waiting behind it while other keys flow; after ``max_attempts`` failures it goes to the DLQ
+  (``bus.dead_letter``, atomic with the ack; error and error type recorded, error logged with
+  userId/symbol). The message stays pending in the bus until then.
+* **Dependency outage** (``bus.outage``). The first lane to see ``DependencyDown`` retries its
+  message with backoff (``outage_probe_s``, 0.5 s doubling to 10 s) until it works; meanwhile
+  no other lane starts an attempt — a database outage affects every key, so other keys do not
+  advance either — nothing is fetched or reclaimed, and in-flight messages stay pending
+  (touched): nothing is acked or dead-lettered. One error log when it begins, one info when it
+  ends; ``stats.outages`` counts outages.
+* **Redelivery** (``bus.redelivery``). Every ``redelivery_idle_s / 3`` (fixed schedule) the
+  consumer touches its in-flight messages and reclaims those idle > ``redelivery_idle_s``, so a
+  message of a SIGKILLed consumer is processed elsewhere within ``4/3 x redelivery_idle_s``
+  of the kill: 13.3 s with the default 10 s. A message handed out ``d`` times arrives with
+  ``d - 1`` attempts spent, so one that keeps killing its consumer ends in the DLQ.
+* **Pause.** While ``bus.is_paused()`` (read at most every ``pause_check_s``) nothing is fetched
+  or reclaimed; in-flight work finishes (``tradewire bus pause|resume``).
 
 Test knobs (style.md #8): ``run(stop)`` until the event is set; ``drain(timeout_s)`` until the
 bus has nothing undelivered, pending or in flight.
@@ -26,101 +32,31 @@ bus has nothing undelivered, pending or in flight.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from tradewire.bus.base import Bus, DeadLetter, Envelope, Message
+from tradewire.bus.base import Bus, Envelope, Message
+from tradewire.bus.lanes import ConsumerStats as ConsumerStats
+from tradewire.bus.lanes import Lanes, Work, cancel_all, error_text, wait_for
+from tradewire.bus.lanes import SupportsTouch as SupportsTouch
+from tradewire.bus.lanes import SupportsTrim as SupportsTrim
+from tradewire.bus.outage import Outage
+from tradewire.bus.redelivery import Redelivery
 from tradewire.clock import Clock, SystemClock
 from tradewire.config import Settings
-from tradewire.errors import PermanentError
+from tradewire.errors import DependencyDown, PermanentError
 from tradewire.logging import bind, log
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope], Awaitable[None]]
 
-_ERROR_TEXT_MAX = 2000
 _FETCH_ERROR_BACKOFF_S = 0.5
 _DRAIN_BLOCK_MS = 20
 _MIN_MAINTENANCE_S = 0.01
-_CANCEL_POLL_S = 0.1
 _PAUSE_CHECK_S = 0.5
-
-
-@runtime_checkable
-class SupportsTouch(Protocol):
-    """Optional backend capability: keep in-flight messages from being reclaimed."""
-
-    async def touch(self, consumer: str, messages: Iterable[Message]) -> None: ...
-
-
-@runtime_checkable
-class SupportsTrim(Protocol):
-    """Optional backend capability: drop acknowledged entries (Redis Streams)."""
-
-    async def trim(self, retain_ms: int = 0) -> int: ...
-
-
-@dataclass
-class ConsumerStats:
-    processed: int = 0  # handled successfully and acked
-    retried: int = 0  # failed attempts followed by another attempt
-    dead_lettered: int = 0
-    reclaimed: int = 0  # messages taken over from idle (dead) consumers
-    paused_checks: int = 0  # times the bus's pause flag was read
-
-
-@dataclass
-class _Work:
-    message: Message
-    envelope: Envelope | None
-    error: PermanentError | None  # why the body could not be decoded
-
-    @classmethod
-    def of(cls, message: Message) -> _Work:
-        try:
-            return cls(message, Envelope.decode(message.body), None)
-        except PermanentError as exc:
-            return cls(message, None, exc)
-
-    @property
-    def key(self) -> str:
-        if self.envelope is None:
-            return f"malformed:{self.message.partition}:{self.message.id}"
-        return self.envelope.key
-
-    def log_fields(self) -> dict[str, Any]:
-        env = self.envelope
-        return {"userId": env.user_id, "symbol": env.symbol} if env else {}
-
-
-def _ref(message: Message) -> tuple[int, str]:
-    return message.partition, message.id
-
-
-def _error_text(exc: BaseException) -> str:
-    return (str(exc) or type(exc).__name__)[:_ERROR_TEXT_MAX]
-
-
-async def _wait(event: asyncio.Event, timeout_s: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout_s):
-            await event.wait()
-
-
-async def _cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
-    """Cancel until every task has ended (a cancellation swallowed by a client library is
-    simply repeated)."""
-    pending = {task for task in tasks if not task.done()}
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=_CANCEL_POLL_S)
 
 
 class Consumer:
@@ -128,10 +64,10 @@ class Consumer:
 
     def __init__(
         self, bus: Bus, handler: Handler, *, name: str, max_attempts: int = 3,
-        retry_delays_s: Sequence[float] = (1.0, 2.0, 3.0), redelivery_idle_s: float = 15.0,
+        retry_delays_s: Sequence[float] = (1.0, 2.0, 3.0), redelivery_idle_s: float = 10.0,
         concurrency: int = 64, block_ms: int = 250, jitter: float = 0.1,
         trim_interval_s: float | None = 60.0, grace_s: float = 10.0, clock: Clock | None = None,
-        pause_check_s: float = _PAUSE_CHECK_S,
+        pause_check_s: float = _PAUSE_CHECK_S, outage_probe_s: tuple[float, float] = (0.5, 10.0),
     ) -> None:
         if max_attempts < 1 or concurrency < 1:
             raise ValueError("max_attempts and concurrency must be >= 1")
@@ -143,12 +79,15 @@ class Consumer:
         self.trim_interval_s, self.grace_s = trim_interval_s, grace_s
         self.clock = clock or SystemClock()
         self.stats = ConsumerStats()
-        self._inflight: dict[tuple[int, str], Message] = {}  # ids are unique per partition
-        self._lanes: dict[str, deque[_Work]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._room = asyncio.Event()
+        self.outage_probe_s = outage_probe_s
+        self._outage = Outage(*outage_probe_s)
+        self._lanes = Lanes(self._process)
+        self._redelivery = Redelivery(
+            bus, name, self._lanes, idle_s=redelivery_idle_s, trim_interval_s=trim_interval_s,
+            room=lambda: self.concurrency - len(self._lanes), stats=self.stats,
+            may_reclaim=lambda: self._accepting and not self._paused and not self._outage.active,
+        )
         self._accepting = False  # reclaimed messages are taken only while fetching
-        self._closing = False  # lanes stop after their current message
         self.pause_check_s = pause_check_s
         self._paused = False  # the bus's pause flag as last read
         self._pause_read_at: float | None = None  # loop time of that read
@@ -161,12 +100,23 @@ class Consumer:
             "name": settings.worker_name, "max_attempts": settings.max_attempts,
             "retry_delays_s": settings.retry_delays_s,
             "redelivery_idle_s": settings.redelivery_idle_s,
+            "outage_probe_s": (settings.outage_probe_min_s, settings.outage_probe_max_s),
         }
         return cls(bus, handler, **{**options, **overrides})
 
     @property
     def in_flight(self) -> int:
-        return len(self._inflight)
+        return len(self._lanes)
+
+    @property
+    def in_outage(self) -> bool:
+        """True while a dependency outage holds consumption."""
+        return self._outage.active
+
+    @property
+    def maintenance_interval_s(self) -> float:
+        """Period of touch + reclaim: ``redelivery_idle_s / 3`` (``bus.redelivery``)."""
+        return self._redelivery.interval_s
 
     def retry_delay_s(self, failed_attempt: int) -> float:
         """Wait after the ``failed_attempt``-th failure (1-based), jitter included."""
@@ -193,18 +143,19 @@ class Consumer:
     async def _serve(self, stop: asyncio.Event, *, deadline: float | None) -> None:
         # Shutdown is driven by flags and events rather than by cancellation alone: redis-py
         # can lose a cancellation that lands inside a command (redis/redis-py#2028, #2551).
-        self._accepting, self._closing = True, False
+        self._accepting, self._lanes.closing = True, False
         halt = asyncio.Event()
-        maintenance = asyncio.create_task(self._maintain(halt))
+        maintenance = asyncio.create_task(self._redelivery.run(halt))
         try:
             await self._fetch_loop(stop, deadline)
             self._accepting = False
-            if self._tasks:
-                await asyncio.wait(set(self._tasks), timeout=self.grace_s)
+            if self._lanes.tasks:
+                await asyncio.wait(set(self._lanes.tasks), timeout=self.grace_s)
         finally:
-            self._accepting, self._closing = False, True
+            self._accepting, self._lanes.closing = False, True
             halt.set()
-            await _cancel_all([maintenance, *self._tasks])
+            await cancel_all([maintenance, *self._lanes.tasks])
+            self._outage.end()
 
     async def _fetch_loop(self, stop: asyncio.Event, deadline: float | None) -> None:
         """Fetch while there is room; with a ``deadline`` (drain) return once all is done."""
@@ -213,17 +164,20 @@ class Consumer:
         while not stop.is_set():
             if deadline is not None and loop.time() > deadline:
                 raise TimeoutError(f"consumer {self.name!r} did not drain the bus in time")
-            if await self._is_paused():
-                await _wait(stop, min(self.pause_check_s, block_ms / 1000) or _MIN_MAINTENANCE_S)
+            if self._outage.active:
+                await wait_for(stop, block_ms / 1000 or _MIN_MAINTENANCE_S)
                 continue
-            room = self.concurrency - len(self._inflight)
+            if await self._is_paused():
+                await wait_for(stop, min(self.pause_check_s, block_ms / 1000) or _MIN_MAINTENANCE_S)
+                continue
+            room = self.concurrency - len(self._lanes)
             if room <= 0:
-                self._room.clear()
-                await _wait(self._room, block_ms / 1000)
+                self._lanes.room.clear()
+                await wait_for(self._lanes.room, block_ms / 1000)
                 continue
             messages = await self._fetch(stop, room, block_ms)
             for message in messages or ():
-                self._dispatch(message)
+                self._lanes.dispatch(message)
             if deadline is not None and messages == [] and await self._drained():
                 return
 
@@ -232,8 +186,8 @@ class Consumer:
         try:
             return await self.bus.fetch(self.name, count, block_ms)
         except Exception as exc:
-            log(logger, logging.WARNING, "bus fetch failed", error=_error_text(exc))
-            await _wait(stop, _FETCH_ERROR_BACKOFF_S)
+            log(logger, logging.WARNING, "bus fetch failed", error=error_text(exc))
+            await wait_for(stop, _FETCH_ERROR_BACKOFF_S)
             return None
 
     async def _is_paused(self) -> bool:
@@ -247,7 +201,7 @@ class Consumer:
                 paused = await self.bus.is_paused()
             except Exception as exc:
                 log(logger, logging.WARNING, "reading the pause flag failed",
-                    error=_error_text(exc))
+                    error=error_text(exc))
             else:
                 if paused != self._paused:
                     log(logger, logging.WARNING if paused else logging.INFO,
@@ -256,44 +210,11 @@ class Consumer:
         return self._paused
 
     async def _drained(self) -> bool:
-        return not self._inflight and await self.bus.pending() == 0
-
-    # -- lanes ---------------------------------------------------------------------------------
-
-    def _dispatch(self, message: Message) -> None:
-        if _ref(message) in self._inflight:
-            return  # our own message, reclaimed while still in its lane
-        self._inflight[_ref(message)] = message
-        work = _Work.of(message)
-        lane = self._lanes.get(work.key)
-        if lane is not None:
-            lane.append(work)
-            return
-        self._lanes[work.key] = deque([work])
-        task = asyncio.create_task(self._run_lane(work.key), name=f"lane:{work.key}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_lane(self, key: str) -> None:
-        lane = self._lanes[key]
-        try:
-            while lane and not self._closing:
-                await self._process(lane[0])
-                self._release(lane.popleft().message)
-        except Exception as exc:  # a bug in the policy itself: leave the rest to redelivery
-            log(logger, logging.ERROR, "consumer lane crashed", error=_error_text(exc), key=key)
-        finally:
-            del self._lanes[key]
-            for work in lane:  # cancelled: the rest stays pending in the bus
-                self._release(work.message)
-
-    def _release(self, message: Message) -> None:
-        self._inflight.pop(_ref(message), None)
-        self._room.set()
+        return not len(self._lanes) and await self.bus.pending() == 0
 
     # -- one message ---------------------------------------------------------------------------
 
-    async def _process(self, work: _Work) -> None:
+    async def _process(self, work: Work) -> None:
         with bind(**work.log_fields()):
             attempt = work.message.deliveries  # earlier deliveries count as failed attempts
             if attempt > self.max_attempts:
@@ -302,46 +223,59 @@ class Consumer:
                 return
             await self._attempts(work, attempt)
 
-    async def _attempts(self, work: _Work, attempt: int) -> None:
+    async def _attempts(self, work: Work, attempt: int) -> None:
         first_failed_ms: int | None = None
         while True:
+            await self._outage.wait_clear()  # during an outage no lane starts an attempt
             try:
-                if work.envelope is None:
-                    raise work.error or PermanentError("malformed envelope")
-                await self.handler(work.envelope)
+                done = await self._attempt(work)
             except Exception as exc:
                 first_failed_ms = first_failed_ms or self.clock.now_ms()
-                if attempt >= self.max_attempts:
+                if isinstance(exc, PermanentError) or attempt >= self.max_attempts:
                     await self._bury(work, attempt, exc, first_failed_ms=first_failed_ms)
                     return
                 await self._before_retry(work, attempt, exc)
                 attempt += 1
             else:
+                if not done:
+                    continue  # held by another lane's outage: try again, attempt not counted
                 if await self._settle(work, self.bus.ack(work.message), "ack"):
                     self.stats.processed += 1
                 return
 
-    async def _before_retry(self, work: _Work, attempt: int, exc: Exception) -> None:
+    async def _call(self, work: Work) -> None:
+        if work.envelope is None:
+            raise work.error or PermanentError("malformed envelope")
+        await self.handler(work.envelope)
+
+    async def _attempt(self, work: Work) -> bool:
+        """One attempt. ``DependencyDown`` is not a failure: the first lane to see it probes
+        until the dependency is back (True: handled) while others return False (try again)."""
+        try:
+            await self._call(work)
+            return True
+        except DependencyDown as exc:
+            if not self._outage.begin(exc):
+                return False
+        self.stats.outages += 1
+        await self._outage.probe(lambda: self._call(work))
+        return True
+
+    async def _before_retry(self, work: Work, attempt: int, exc: Exception) -> None:
         self.stats.retried += 1
         delay = self.retry_delay_s(attempt)
         log(
-            logger, logging.WARNING, "event attempt failed; retrying", error=_error_text(exc),
-            attempt=attempt, retryInS=round(delay, 3), messageId=work.message.id,
+            logger, logging.WARNING, "event attempt failed; retrying", error=error_text(exc),
+            errorType=type(exc).__name__, attempt=attempt, retryInS=round(delay, 3),
+            messageId=work.message.id,
         )
         await asyncio.sleep(delay)
 
     async def _bury(
-        self, work: _Work, attempts: int, exc: Exception, *, first_failed_ms: int
+        self, work: Work, attempts: int, exc: Exception, *, first_failed_ms: int
     ) -> None:
-        message, env = work.message, work.envelope
-        extra = {"consumer": self.name}
-        if env is not None:
-            extra.update(event_id=env.event_id, user_id=str(env.user_id), symbol=env.symbol)
-        letter = DeadLetter(
-            id="", original_id=message.id, partition=message.partition, body=message.body,
-            attempts=attempts, error=_error_text(exc), error_type=type(exc).__name__,
-            first_failed_ms=first_failed_ms, last_failed_ms=self.clock.now_ms(), extra=extra,
-        )
+        message = work.message
+        letter = work.letter(attempts, exc, first_failed_ms, self.clock.now_ms(), self.name)
         if await self._settle(work, self.bus.dead_letter(message, letter), "dead-letter"):
             self.stats.dead_lettered += 1
             log(
@@ -350,54 +284,12 @@ class Consumer:
                 attempts=attempts, messageId=message.id, partition=message.partition,
             )
 
-    async def _settle(self, work: _Work, call: Awaitable[None], what: str) -> bool:
+    async def _settle(self, work: Work, call: Awaitable[None], what: str) -> bool:
         """Ack or dead-letter; if that fails the message stays pending and is redelivered."""
         try:
             await call
         except Exception as exc:
             text = f"bus {what} failed; the message will be redelivered"
-            log(logger, logging.ERROR, text, error=_error_text(exc), messageId=work.message.id)
+            log(logger, logging.ERROR, text, error=error_text(exc), messageId=work.message.id)
             return False
         return True
-
-    # -- maintenance ---------------------------------------------------------------------------
-
-    async def _maintain(self, halt: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        last_trim = loop.time()
-        interval = max(self.redelivery_idle_s / 3, _MIN_MAINTENANCE_S)
-        while not halt.is_set():
-            await _wait(halt, interval)
-            if halt.is_set():
-                return
-            try:
-                await self._touch()
-                await self._reclaim()
-                if self.trim_interval_s is not None and (
-                    loop.time() - last_trim >= self.trim_interval_s
-                ):
-                    last_trim = loop.time()
-                    await self._trim()
-            except Exception as exc:
-                log(logger, logging.WARNING, "bus maintenance failed", error=_error_text(exc))
-
-    async def _touch(self) -> None:
-        if self._inflight and isinstance(self.bus, SupportsTouch):
-            await self.bus.touch(self.name, list(self._inflight.values()))
-
-    async def _reclaim(self) -> None:
-        room = self.concurrency - len(self._inflight)
-        if not self._accepting or room <= 0 or self._paused:
-            return
-        min_idle_ms = int(self.redelivery_idle_s * 1000)
-        messages = await self.bus.reclaim(self.name, min_idle_ms, room)
-        fresh = [m for m in messages if _ref(m) not in self._inflight]
-        if fresh:
-            self.stats.reclaimed += len(fresh)
-            log(logger, logging.WARNING, "reclaimed messages of an idle consumer", count=len(fresh))
-        for message in fresh:
-            self._dispatch(message)
-
-    async def _trim(self) -> None:
-        if isinstance(self.bus, SupportsTrim):
-            await self.bus.trim()

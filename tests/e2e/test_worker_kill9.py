@@ -1,0 +1,134 @@
+"""A worker killed with SIGKILL mid-message: another worker processes the message within 15 s,
+exactly once in effect.
+
+Two ``tradewire worker`` processes on PostgreSQL + Redis Streams + Redis locks (Redis db 10).
+The message is kept in flight honestly: the test holds the event's ``userId:symbol`` lock (as a
+slow worker would), so the worker that fetched it waits inside the handler. The test finds that
+worker through XPENDING, SIGKILLs it, releases the lock and measures how long the surviving
+worker takes to apply the event (bound: ``redelivery_idle_s`` 10 s + one reclaim period 3.3 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+from tests.conftest import fresh_postgres_database, require_service
+from tests.e2e.conftest import flush_redis
+
+from tradewire import names
+from tradewire.bus.base import Envelope, partition_for
+from tradewire.bus.redis_streams import RedisStreamsBus
+from tradewire.processor.normalize import normalize
+from tradewire.store.db import upgrade
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
+
+REDIS = "redis://127.0.0.1:6379/10"
+PARTITIONS = 16
+WIRE = Path(__file__).parents[1] / "fixtures" / "wire" / "ws_algo_canceled.json"
+BOUND_S = 15.0
+
+
+def the_event() -> Envelope:
+    payload = json.loads(WIRE.read_text())["events"][0]
+    env = Envelope(event_id="kill9-ev-1", account_id=1, user_id=1, symbol="BTCUSDT",
+                   received_ms=1_767_000_500_005, event=payload)
+    assert normalize(env).kind.value != "IGNORED"  # it reaches the processor's lock
+    return env
+
+
+async def processed_rows(database_url: str, event_id: str) -> int:
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM processed_events WHERE event_id = $1", event_id)
+        return count
+    finally:
+        await conn.close()
+
+
+async def holder_of(redis: Redis, stream: str) -> str | None:
+    rows = await redis.xpending_range(stream, names.WORKER_GROUP, min="-", max="+", count=10)
+    if not rows:
+        return None
+    consumer = rows[0]["consumer"]
+    return consumer.decode() if isinstance(consumer, bytes) else str(consumer)
+
+
+def print_logs(folder: Path) -> None:
+    for log_file in folder.glob("*.log"):
+        print(log_file.name, log_file.read_text(errors="replace")[-3000:])
+
+
+async def test_a_sigkilled_workers_message_is_processed_by_another_within_15_s(
+    tmp_path: Path,
+) -> None:
+    require_service("Redis", "127.0.0.1", 6379)
+    await flush_redis(REDIS)
+    env = the_event()
+    event_id = normalize(env).event_id
+    stream = f"ws-events.{partition_for(env.key, PARTITIONS)}"
+    redis = Redis.from_url(REDIS)
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    async with fresh_postgres_database() as database_url:
+        await upgrade(database_url)
+        base = {
+            **os.environ, "TRADEWIRE_DATABASE_URL": database_url, "TRADEWIRE_BUS_URL": REDIS,
+            "TRADEWIRE_LOCK_URL": REDIS, "TRADEWIRE_EXCHANGE_URL": "http://127.0.0.1:9",
+            "TRADEWIRE_DATA_DIR": str(tmp_path / "data"), "TRADEWIRE_LOG_LEVEL": "INFO",
+            "TRADEWIRE_MASTER_KEY": "q6E0JQn3zXh8bH0r9a3tQ2cH7f1mV5yW4uK8pL0sD2E=",
+            "TRADEWIRE_BUS_PARTITIONS": str(PARTITIONS),
+        }
+        bus = RedisStreamsBus(REDIS, PARTITIONS)
+        try:
+            await bus.pending()  # creates the streams and the group before workers read
+            for name in ("k0", "k1"):
+                with (tmp_path / f"{name}.log").open("wb") as log:
+                    procs[name] = await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "tradewire.cli.main", "worker",
+                        env={**base, "TRADEWIRE_WORKER_NAME": name}, stdout=log, stderr=log,
+                    )
+            lock = names.lock_name(env.user_id, env.symbol)
+            await redis.set(lock, "held-by-the-test", px=60_000)
+            await bus.publish(env)
+            async with asyncio.timeout(20):
+                while (holder := await holder_of(redis, stream)) is None:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # the holder is inside the handler, waiting for the lock
+            assert await processed_rows(database_url, event_id) == 0
+            procs[holder].send_signal(signal.SIGKILL)
+            await procs[holder].wait()
+            killed_at = time.monotonic()
+            await redis.delete(lock)
+            async with asyncio.timeout(BOUND_S + 2):
+                while await processed_rows(database_url, event_id) == 0:
+                    await asyncio.sleep(0.1)
+            took = time.monotonic() - killed_at
+            print(f"redelivered and applied {took:.2f} s after the SIGKILL of {holder}")
+            assert took <= BOUND_S
+            await asyncio.sleep(1.0)
+            assert await processed_rows(database_url, event_id) == 1  # exactly once in effect
+            assert await bus.pending() == 0 and await bus.dlq_size() == 0
+        except BaseException:
+            print_logs(tmp_path)
+            raise
+        finally:
+            for proc in procs.values():
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs.values():
+                try:
+                    await asyncio.wait_for(proc.wait(), 15)
+                except TimeoutError:
+                    proc.kill()
+            await bus.close()
+            await redis.aclose()
