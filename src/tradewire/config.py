@@ -71,7 +71,10 @@ class Settings(BaseSettings):
     # --- worker batch path (tradewire.processor.batch_apply); batch max 0: one event at a time ---
     worker_batch_max: int = Field(default=256, ge=0)  # events applied together at most
     worker_batch_wait_ms: float = Field(default=2.0, ge=0)  # wait this long for more events
-    worker_concurrency: int = Field(default=256, ge=1)  # events in flight per worker process
+    # events in flight per worker process (bounds a batch); keep it below the Redis client's
+    # connection pool (redis-py: 100 unless the bus URL says ?max_connections=N): every
+    # in-flight event acks at once when its batch commits
+    worker_concurrency: int = Field(default=80, ge=1)
 
     @field_validator("retry_delays_s", mode="before")
     @classmethod
@@ -102,6 +105,10 @@ class Settings(BaseSettings):
             return self.exchange_ws_url.rstrip("/")
         base = self.rest_base_url
         return "ws" + base[4:] if base.startswith("http") else base
+
+    # --- partition ownership (tradewire.bus.ownership): lease TTL and renew period ---
+    partition_lease_ttl_s: float = Field(default=6.0, gt=0)  # a dead worker's partitions move
+    partition_lease_renew_s: float = Field(default=2.0, gt=0)  # within ttl + renew (~8 s)
 
 
 def _read_or_create(path: Path, make: bytes, what: str) -> str:

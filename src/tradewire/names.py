@@ -11,6 +11,12 @@ DLQ = "ws-events.dlq"
 PAUSED = f"{EVENTS}:paused"
 """Flag (Redis key) that pauses every consumer of the bus (``tradewire bus pause``)."""
 
+MEMBERS = f"{EVENTS}:members"
+"""ZSET of live consumers (member -> last heartbeat, Redis ms) for partition ownership."""
+
+MEMBERS_CHANGED = f"{EVENTS}:members:changed"
+"""Pub/sub channel: a member joined, left or released partitions (wake the others up)."""
+
 WORKER_GROUP = "workers"
 """Consumer group of the event processors."""
 
@@ -24,3 +30,18 @@ def partition_name(partition: int) -> str:
 def lock_name(user_id: int, symbol: str) -> str:
     """Lock key of the owner's design: ``userId:symbol``."""
     return f"tradewire:lock:{user_id}:{symbol}"
+
+
+def lease_name(partition: int) -> str:
+    """Lease of a partition's owner: value ``<member>:<epoch>``, with a TTL."""
+    return f"{EVENTS}:lease:{partition}"
+
+
+def lease_epoch_name(partition: int) -> str:
+    """Counter incremented at each new acquisition of a partition lease (fencing token)."""
+    return f"{EVENTS}:lease:{partition}:epoch"
+
+
+def partition_consumer(partition: int) -> str:
+    """Consumer name of a partition's owner inside the group (``p<partition>``)."""
+    return f"p{partition}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -122,9 +122,17 @@ class Bus(Protocol):
         """Store an arbitrary body (operators' replay, tests of malformed input)."""
         ...
 
-    async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Message]:
+    async def fetch(
+        self, consumer: str, count: int, block_ms: int,
+        partitions: Collection[int] | None = None,
+    ) -> list[Message]:
         """Hand out up to ``count`` never-delivered messages to ``consumer``; waits up to
-        ``block_ms`` when there are none. Fetched messages stay pending until acked."""
+        ``block_ms`` when there are none. Fetched messages stay pending until acked.
+
+        ``partitions``: only those partitions (the ones this consumer owns, ``bus.ownership``);
+        ``None``: all. With ``partitions`` a backend may hold messages under the partition's
+        slot instead of ``consumer`` (Redis: consumer ``p<partition>``), so that a new owner
+        gets the old owner's pending messages first."""
         ...
 
     async def ack(self, message: Message) -> None: ...
@@ -133,9 +141,12 @@ class Bus(Protocol):
         """Write ``letter`` to the DLQ and ack ``message``, atomically."""
         ...
 
-    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Message]:
+    async def reclaim(
+        self, consumer: str, min_idle_ms: int, count: int,
+        partitions: Collection[int] | None = None,
+    ) -> list[Message]:
         """Take over messages pending longer than ``min_idle_ms`` with another consumer
-        (one that died without acking)."""
+        (one that died without acking); ``partitions``: only those (as for ``fetch``)."""
         ...
 
     async def pending(self) -> int:

@@ -22,6 +22,8 @@
   message of a SIGKILLed consumer is processed elsewhere within ``4/3 x redelivery_idle_s``
   of the kill: 13.3 s with the default 10 s. A message handed out ``d`` times arrives with
   ``d - 1`` attempts spent, so one that keeps killing its consumer ends in the DLQ.
+* **Ownership** (``bus.ownership``): only owned partitions are fetched and reclaimed (a lost one
+  stops at once); the member joins when serving starts and releases its leases when it ends.
 * **Pause.** While ``bus.is_paused()`` (read at most every ``pause_check_s``) nothing is fetched
   or reclaimed; in-flight work finishes (``tradewire bus pause|resume``).
 
@@ -43,6 +45,7 @@ from tradewire.bus.lanes import Lanes, Work, cancel_all, error_text, wait_for
 from tradewire.bus.lanes import SupportsTouch as SupportsTouch
 from tradewire.bus.lanes import SupportsTrim as SupportsTrim
 from tradewire.bus.outage import Outage
+from tradewire.bus.ownership import LocalOwnership, Ownership, fetch_owned
 from tradewire.bus.redelivery import Redelivery
 from tradewire.clock import Clock, SystemClock
 from tradewire.config import Settings
@@ -68,6 +71,7 @@ class Consumer:
         concurrency: int = 64, block_ms: int = 250, jitter: float = 0.1,
         trim_interval_s: float | None = 60.0, grace_s: float = 10.0, clock: Clock | None = None,
         pause_check_s: float = _PAUSE_CHECK_S, outage_probe_s: tuple[float, float] = (0.5, 10.0),
+        ownership: Ownership | None = None,
     ) -> None:
         if max_attempts < 1 or concurrency < 1:
             raise ValueError("max_attempts and concurrency must be >= 1")
@@ -80,29 +84,28 @@ class Consumer:
         self.clock = clock or SystemClock()
         self.stats = ConsumerStats()
         self.outage_probe_s = outage_probe_s
+        self.ownership: Ownership = ownership or LocalOwnership(name)  # default: owns all
         self._outage = Outage(*outage_probe_s)
-        self._lanes = Lanes(self._process)
+        self._lanes = Lanes(self._process, self.ownership.holds)
         self._redelivery = Redelivery(
             bus, name, self._lanes, idle_s=redelivery_idle_s, trim_interval_s=trim_interval_s,
             room=lambda: self.concurrency - len(self._lanes), stats=self.stats,
             may_reclaim=lambda: self._accepting and not self._paused and not self._outage.active,
+            partitions=self.ownership.owned,
         )
-        self._accepting = False  # reclaimed messages are taken only while fetching
-        self.pause_check_s = pause_check_s
+        self._accepting, self.pause_check_s = False, pause_check_s  # reclaim only while fetching
         self._paused = False  # the bus's pause flag as last read
         self._pause_read_at: float | None = None  # loop time of that read
 
     @classmethod
-    def from_settings(
-        cls, bus: Bus, handler: Handler, settings: Settings, **overrides: Any
-    ) -> Consumer:
+    def from_settings(cls, bus: Bus, handler: Handler, settings: Settings, **kw: Any) -> Consumer:
         options: dict[str, Any] = {
             "name": settings.worker_name, "max_attempts": settings.max_attempts,
             "retry_delays_s": settings.retry_delays_s,
             "redelivery_idle_s": settings.redelivery_idle_s,
             "outage_probe_s": (settings.outage_probe_min_s, settings.outage_probe_max_s),
         }
-        return cls(bus, handler, **{**options, **overrides})
+        return cls(bus, handler, **{**options, **kw})
 
     @property
     def in_flight(self) -> int:
@@ -143,6 +146,7 @@ class Consumer:
     async def _serve(self, stop: asyncio.Event, *, deadline: float | None) -> None:
         # Shutdown is driven by flags and events rather than by cancellation alone: redis-py
         # can lose a cancellation that lands inside a command (redis/redis-py#2028, #2551).
+        await self.ownership.start(self._lanes.busy)
         self._accepting, self._lanes.closing = True, False
         halt = asyncio.Event()
         maintenance = asyncio.create_task(self._redelivery.run(halt))
@@ -156,6 +160,7 @@ class Consumer:
             halt.set()
             await cancel_all([maintenance, *self._lanes.tasks])
             self._outage.end()
+            await self.ownership.stop()  # graceful: the leases move at once
 
     async def _fetch_loop(self, stop: asyncio.Event, deadline: float | None) -> None:
         """Fetch while there is room; with a ``deadline`` (drain) return once all is done."""
@@ -184,7 +189,7 @@ class Consumer:
     async def _fetch(self, stop: asyncio.Event, count: int, block_ms: int) -> list[Message] | None:
         """Up to ``count`` new messages; ``None`` when the bus could not be asked."""
         try:
-            return await self.bus.fetch(self.name, count, block_ms)
+            return await fetch_owned(self.bus, self.ownership, self.name, count, block_ms, stop)
         except Exception as exc:
             log(logger, logging.WARNING, "bus fetch failed", error=error_text(exc))
             await wait_for(stop, _FETCH_ERROR_BACKOFF_S)

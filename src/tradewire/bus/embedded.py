@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import itertools
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from tradewire.bus.base import DeadLetter, Envelope, Message, PartitionDepth, partition_for
@@ -57,11 +57,14 @@ class EmbeddedBus:
         self._published.set()
         return message.id
 
-    async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Message]:
+    async def fetch(
+        self, consumer: str, count: int, block_ms: int,
+        partitions: Collection[int] | None = None,
+    ) -> list[Message]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(block_ms, 0) / 1000
         while True:
-            taken = self._take(consumer, count)
+            taken = self._take(consumer, count, partitions)
             remaining = deadline - loop.time()
             if taken or remaining <= 0 or self._closed:
                 return taken
@@ -70,9 +73,11 @@ class EmbeddedBus:
                 async with asyncio.timeout(remaining):
                     await self._published.wait()
             except TimeoutError:
-                return self._take(consumer, count)
+                return self._take(consumer, count, partitions)
 
-    def _take(self, consumer: str, count: int) -> list[Message]:
+    def _take(
+        self, consumer: str, count: int, partitions: Collection[int] | None = None
+    ) -> list[Message]:
         """Hand out up to ``count`` undelivered messages, visiting partitions round-robin."""
         taken: list[Message] = []
         now = asyncio.get_running_loop().time()
@@ -81,7 +86,10 @@ class EmbeddedBus:
         while len(taken) < count:
             progressed = False
             for offset in range(self.partitions):
-                queue = self._queues[(start + offset) % self.partitions]
+                partition = (start + offset) % self.partitions
+                if partitions is not None and partition not in partitions:
+                    continue
+                queue = self._queues[partition]
                 if queue and len(taken) < count:
                     message = queue.popleft()
                     self._pending[message.id] = _Pending(message, consumer, now)
@@ -99,12 +107,17 @@ class EmbeddedBus:
         self._dlq.append(dataclasses.replace(letter, id=f"{next(self._dlq_ids)}-0"))
         self._pending.pop(message.id, None)
 
-    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Message]:
+    async def reclaim(
+        self, consumer: str, min_idle_ms: int, count: int,
+        partitions: Collection[int] | None = None,
+    ) -> list[Message]:
         now = asyncio.get_running_loop().time()
         claimed: list[Message] = []
         for entry in self._oldest_first(self._pending.values()):
             if len(claimed) >= count:
                 break
+            if partitions is not None and entry.message.partition not in partitions:
+                continue
             if (now - entry.delivered_at) * 1000 >= min_idle_ms:
                 entry.consumer = consumer
                 entry.delivered_at = now
@@ -114,7 +127,10 @@ class EmbeddedBus:
                 claimed.append(dataclasses.replace(entry.message))
         return claimed
 
-    async def touch(self, consumer: str, messages: Iterable[Message]) -> None:
+    async def touch(
+        self, consumer: str, messages: Iterable[Message],
+        partitions: Collection[int] | None = None,
+    ) -> None:
         """Reset the idle time of messages still being worked on (XCLAIM JUSTID semantics:
         the delivery count is unchanged), so that ``reclaim`` does not take them away."""
         now = asyncio.get_running_loop().time()

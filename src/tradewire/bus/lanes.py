@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -30,7 +30,13 @@ _CANCEL_POLL_S = 0.1
 class SupportsTouch(Protocol):
     """Optional backend capability: keep in-flight messages from being reclaimed."""
 
-    async def touch(self, consumer: str, messages: Iterable[Message]) -> None: ...
+    async def touch(
+        self, consumer: str, messages: Iterable[Message],
+        partitions: Collection[int] | None = None,
+    ) -> None:
+        """``partitions`` not None: the messages are held under their partition's slot
+        (ownership mode, as in ``Bus.fetch``)."""
+        ...
 
 
 @runtime_checkable
@@ -116,10 +122,14 @@ class Work:
 class Lanes:
     """Runs ``process`` for each dispatched message, in order per key, concurrently across
     keys. ``closing`` makes lanes stop after their current message; what is left in a lane is
-    released and stays pending in the bus."""
+    released and stays pending in the bus. So does a lane whose next message's partition
+    ``may_start`` refuses (its ownership was lost: the new owner processes the rest)."""
 
-    def __init__(self, process: Callable[[Work], Awaitable[None]]) -> None:
-        self._process = process
+    def __init__(
+        self, process: Callable[[Work], Awaitable[None]],
+        may_start: Callable[[int], bool] = lambda partition: True,
+    ) -> None:
+        self._process, self._may_start = process, may_start
         self.inflight: dict[tuple[int, str], Message] = {}
         self._lanes: dict[str, deque[Work]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -131,6 +141,10 @@ class Lanes:
 
     def holds(self, message: Message) -> bool:
         return ref(message) in self.inflight
+
+    def busy(self, partition: int) -> bool:
+        """Some message of ``partition`` is in flight (ownership hands it over after)."""
+        return any(p == partition for p, _ in self.inflight)
 
     def dispatch(self, message: Message) -> None:
         if self.holds(message):
@@ -149,7 +163,7 @@ class Lanes:
     async def _run(self, key: str) -> None:
         lane = self._lanes[key]
         try:
-            while lane and not self.closing:
+            while lane and not self.closing and self._may_start(lane[0].message.partition):
                 await self._process(lane[0])
                 self._release(lane.popleft().message)
         except Exception as exc:  # a bug in the policy itself: leave the rest to redelivery

@@ -12,6 +12,10 @@
   out buffered messages round-robin over partitions and waits up to ``block_ms`` for one.
   A bus that only publishes (the streams role) never consumes. Handed-out messages stay
   unacked until ``ack`` (basic.ack); ``prefetch`` bounds buffered + unacked per partition.
+* ``fetch(partitions=...)`` (ownership by ``bus.ownership`` on Redis): basic.consume only the
+  owned partition queues; a partition that leaves the set is basic.cancel'ed and its buffered,
+  never handed-out messages are nack-requeued at once for the new owner (handed-out ones stay
+  unacked until acked, or requeued when the connection closes).
 * ``Message.deliveries`` = ``x-delivery-count`` + 1 (quorum queues count returns). No
   ``x-delivery-limit`` is set (3.x: unlimited; >= 4.0: 20, far above the consumer's 3 attempts).
 * ``reclaim``: across processes there is nothing to do: when a consumer process dies its
@@ -44,7 +48,7 @@ import json
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +112,7 @@ class RabbitMQBus:
         self._pub: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._consuming: AbstractChannel | None = None
+        self._tags: dict[int, tuple[AbstractQueue, str]] = {}  # consumed partition queues
         self._buffers: list[deque[AbstractIncomingMessage]] = [deque() for _ in range(partitions)]
         self._arrived = asyncio.Event()
         self._held: dict[str, _Held] = {}
@@ -154,17 +159,32 @@ class RabbitMQBus:
         assert self._pub is not None and self._exchange is not None
         return self._pub, self._exchange
 
-    async def _start_consuming(self) -> None:
+    async def _start_consuming(self, partitions: Collection[int] | None = None) -> None:
+        """Consume exactly the queues of ``partitions`` (None: all of them)."""
         await self._publisher()
+        wanted = set(range(self.partitions) if partitions is None else partitions)
+        if self._consuming is not None and wanted == set(self._tags):
+            return
         async with self._setup_lock:
-            if self._consuming is not None or self._conn is None:
+            if self._conn is None:
                 return
-            channel = await self._conn.channel(publisher_confirms=False)
-            await channel.set_qos(prefetch_count=self.prefetch)
-            for partition, name in enumerate(self._queues):  # declared: restored on reconnect
-                queue = await channel.declare_queue(name, durable=True, arguments=_QUORUM)
-                await queue.consume(self._receiver(partition), no_ack=False)
-            self._consuming = channel
+            if self._consuming is None:
+                channel = await self._conn.channel(publisher_confirms=False)
+                await channel.set_qos(prefetch_count=self.prefetch)
+                self._consuming = channel
+            for partition in sorted(set(self._tags) - wanted):
+                queue, tag = self._tags.pop(partition)
+                await queue.cancel(tag)
+                while self._buffers[partition]:
+                    await self._buffers[partition].popleft().nack(requeue=True)
+            for partition in sorted(wanted - set(self._tags)):
+                if not 0 <= partition < self.partitions:
+                    continue
+                queue = await self._consuming.declare_queue(  # declared: restored on reconnect
+                    self._queues[partition], durable=True, arguments=_QUORUM
+                )
+                tag = await queue.consume(self._receiver(partition), no_ack=False)
+                self._tags[partition] = (queue, tag)
 
     def _receiver(self, partition: int) -> Any:
         async def receive(incoming: AbstractIncomingMessage) -> None:
@@ -196,8 +216,11 @@ class RabbitMQBus:
 
     # -- consuming -----------------------------------------------------------------------------
 
-    async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Message]:
-        await self._start_consuming()
+    async def fetch(
+        self, consumer: str, count: int, block_ms: int,
+        partitions: Collection[int] | None = None,
+    ) -> list[Message]:
+        await self._start_consuming(partitions)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(block_ms, 0) / 1000
         while not self._closed:
@@ -259,13 +282,18 @@ class RabbitMQBus:
         )
         await self.ack(message)
 
-    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Message]:
+    async def reclaim(
+        self, consumer: str, min_idle_ms: int, count: int,
+        partitions: Collection[int] | None = None,
+    ) -> list[Message]:
         """In-process takeover only; a dead process's messages are requeued by the broker."""
         now = asyncio.get_running_loop().time()
         claimed: list[Message] = []
         for held in list(self._held.values()):
             if len(claimed) >= count:
                 break
+            if partitions is not None and held.message.partition not in partitions:
+                continue
             if (now - held.delivered_at) * 1000 >= min_idle_ms:
                 held.consumer, held.delivered_at = consumer, now
                 held.message = dataclasses.replace(
@@ -274,7 +302,10 @@ class RabbitMQBus:
                 claimed.append(dataclasses.replace(held.message))
         return claimed
 
-    async def touch(self, consumer: str, messages: Iterable[Message]) -> None:
+    async def touch(
+        self, consumer: str, messages: Iterable[Message],
+        partitions: Collection[int] | None = None,
+    ) -> None:
         now = asyncio.get_running_loop().time()
         for message in messages:
             held = self._held.get(message.id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from tradewire.bus.base import Bus
 from tradewire.bus.lanes import (
@@ -35,8 +35,10 @@ class Redelivery:
         self, bus: Bus, name: str, lanes: Lanes, *, idle_s: float,
         trim_interval_s: float | None, room: Callable[[], int],
         may_reclaim: Callable[[], bool], stats: ConsumerStats,
+        partitions: Callable[[], Collection[int] | None] = lambda: None,
     ) -> None:
         self.bus, self.name, self.lanes = bus, name, lanes
+        self._partitions = partitions  # owned partitions (None: all; bus.ownership)
         self.idle_s, self.trim_interval_s = idle_s, trim_interval_s
         self._room, self._may_reclaim, self.stats = room, may_reclaim, stats
 
@@ -67,13 +69,23 @@ class Redelivery:
 
     async def touch(self) -> None:
         if len(self.lanes) and isinstance(self.bus, SupportsTouch):
-            await self.bus.touch(self.name, list(self.lanes.inflight.values()))
+            messages, owned = list(self.lanes.inflight.values()), self._partitions()
+            if owned is None:
+                await self.bus.touch(self.name, messages)
+            else:
+                await self.bus.touch(self.name, messages, partitions=owned)
 
     async def reclaim(self) -> None:
         room = self._room()
         if room <= 0 or not self._may_reclaim():
             return
-        messages = await self.bus.reclaim(self.name, int(self.idle_s * 1000), room)
+        owned, idle_ms = self._partitions(), int(self.idle_s * 1000)
+        if owned is not None and not owned:
+            return
+        messages = await (
+            self.bus.reclaim(self.name, idle_ms, room) if owned is None
+            else self.bus.reclaim(self.name, idle_ms, room, partitions=owned)
+        )
         fresh = [m for m in messages if not self.lanes.holds(m)]
         if fresh:
             self.stats.reclaimed += len(fresh)

@@ -5,6 +5,11 @@
 * ``fetch`` is one XREADGROUP ``>`` over every partition stream. Redis applies COUNT per
   stream, so ``fetch`` asks for ``ceil(count / partitions)`` per stream and may return up to
   ``partitions - 1`` messages more than ``count``.
+* ``fetch(partitions=...)`` (partition ownership, ``bus.ownership``): the consumer name inside
+  the group is the partition slot ``p<partition>`` (``bus.redis_slots``). A partition that was
+  not in the previous call's set is first read from id ``0`` (the pending entries a previous
+  owner left under the same slot name) until empty, then with ``>``; ``reclaim``/``touch``
+  with ``partitions`` use the slot names too (XAUTOCLAIM stays the safety net).
 * ``dead_letter`` runs one Lua script: XADD to ``ws-events.dlq`` then XACK of the original. A
   script is atomic like MULTI/EXEC, and in addition an error in the XADD (e.g. a wrong key type)
   aborts it before the XACK, so a message is never acked without its DLQ entry (MULTI/EXEC would
@@ -30,11 +35,12 @@ import itertools
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tradewire import names
 from tradewire.bus.base import DeadLetter, Envelope, Message, PartitionDepth, partition_for
+from tradewire.bus.redis_slots import SlotReader
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -125,6 +131,7 @@ class RedisStreamsBus:
         self._cursors = ["0-0"] * partitions
         self._next_reclaim = 0
         self._dead_letter = self._redis.register_script(_DEAD_LETTER_LUA)
+        self._slots = SlotReader(self)
         self._ready = False
         self._setup_lock = asyncio.Lock()
 
@@ -157,10 +164,15 @@ class RedisStreamsBus:
         await self._ensure()
         return _text(await self._redis.xadd(self._streams[partition], {_BODY: body}))
 
-    async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Message]:
+    async def fetch(
+        self, consumer: str, count: int, block_ms: int,
+        partitions: Collection[int] | None = None,
+    ) -> list[Message]:
         from redis.exceptions import ResponseError
 
         await self._ensure()
+        if partitions is not None:
+            return await self._slots.fetch(partitions, count, block_ms)
         per_stream = max(1, -(-count // self.partitions))
         try:
             reply: Any = await self._redis.xreadgroup(  # RESP2: [[stream, entries], ...]
@@ -190,7 +202,10 @@ class RedisStreamsBus:
         keys = [self._streams[message.partition], names.DLQ]
         await self._dead_letter(keys=keys, args=[self.group, message.id, *_letter_fields(letter)])
 
-    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Message]:
+    async def reclaim(
+        self, consumer: str, min_idle_ms: int, count: int,
+        partitions: Collection[int] | None = None,
+    ) -> list[Message]:
         await self._ensure()
         claimed: list[Message] = []
         start = self._next_reclaim
@@ -199,10 +214,13 @@ class RedisStreamsBus:
             if len(claimed) >= count:
                 break
             partition = (start + offset) % self.partitions
+            if partitions is not None and partition not in partitions:
+                continue
+            name = consumer if partitions is None else names.partition_consumer(partition)
             claimed += await self._reclaim_partition(
-                partition, consumer, min_idle_ms, count - len(claimed)
+                partition, name, min_idle_ms, count - len(claimed)
             )
-        await self._add_deliveries(consumer, claimed)
+        await self._add_deliveries(consumer if partitions is None else None, claimed)
         return claimed
 
     async def _reclaim_partition(
@@ -221,23 +239,27 @@ class RedisStreamsBus:
                 break
         return out
 
-    async def _add_deliveries(self, consumer: str, messages: list[Message]) -> None:
-        """Fill ``Message.deliveries`` from the PEL's delivery counters."""
+    async def _add_deliveries(self, consumer: str | None, messages: list[Message]) -> None:
+        """Fill ``Message.deliveries`` from the PEL's delivery counters (``consumer`` None:
+        the partition slot of each message)."""
         if not messages:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for m in messages:
-                pipe.xpending_range(
-                    self._streams[m.partition], self.group, m.id, m.id, 1, consumer
-                )
+                name = consumer or names.partition_consumer(m.partition)
+                pipe.xpending_range(self._streams[m.partition], self.group, m.id, m.id, 1, name)
             replies = await pipe.execute()
         for message, rows in zip(messages, replies, strict=True):
             if rows:
                 message.deliveries = int(rows[0]["times_delivered"])
 
-    async def touch(self, consumer: str, messages: Iterable[Message]) -> None:
+    async def touch(
+        self, consumer: str, messages: Iterable[Message],
+        partitions: Collection[int] | None = None,
+    ) -> None:
         """Reset the idle time of messages still being worked on (XCLAIM JUSTID: the delivery
-        count is unchanged), so that ``reclaim`` elsewhere does not take them away."""
+        count is unchanged), so that ``reclaim`` elsewhere does not take them away. With
+        ``partitions`` (ownership mode) they stay under their partition slot."""
         by_partition: dict[int, list[StreamIdT]] = defaultdict(list)
         for message in messages:
             by_partition[message.partition].append(message.id)
@@ -245,7 +267,8 @@ class RedisStreamsBus:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for partition, ids in by_partition.items():
-                pipe.xclaim(self._streams[partition], self.group, consumer, 0, ids, justid=True)
+                name = consumer if partitions is None else names.partition_consumer(partition)
+                pipe.xclaim(self._streams[partition], self.group, name, 0, ids, justid=True)
             await pipe.execute()
 
     async def pending(self) -> int:

@@ -32,7 +32,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,6 +85,14 @@ def _letter(row: tuple[Any, ...]) -> DeadLetter:
         attempts=row[4], error=row[5], error_type=row[6], first_failed_ms=row[7],
         last_failed_ms=row[8], extra={str(k): str(v) for k, v in extra.items()},
     )
+
+
+def _only(partitions: Collection[int] | None) -> tuple[str, list[int]]:
+    """SQL condition (and its parameters) restricting rows to ``partitions`` (None: all)."""
+    if partitions is None:
+        return "", []
+    chosen = sorted({int(p) for p in partitions})
+    return f" AND partition IN ({', '.join('?' * len(chosen)) or 'NULL'})", chosen
 
 
 def _int_id(message_id: str) -> int | None:
@@ -170,12 +178,16 @@ class SqliteBus:
         self._published.set()
         return message_id
 
-    async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Message]:
+    async def fetch(
+        self, consumer: str, count: int, block_ms: int,
+        partitions: Collection[int] | None = None,
+    ) -> list[Message]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(block_ms, 0) / 1000
+        only = _only(partitions)
         while not self._closed:
             self._published.clear()
-            taken = await self._run(lambda conn: self._take(conn, consumer, count), tx=True)
+            taken = await self._run(lambda conn: self._take(conn, consumer, count, only), tx=True)
             remaining = deadline - loop.time()
             if taken or remaining <= 0 or self._closed:
                 return taken
@@ -185,10 +197,13 @@ class SqliteBus:
         return []
 
     @staticmethod
-    def _take(conn: sqlite3.Connection, consumer: str, count: int) -> list[Message]:
+    def _take(
+        conn: sqlite3.Connection, consumer: str, count: int, only: tuple[str, list[int]]
+    ) -> list[Message]:
         rows = conn.execute(
-            "SELECT id, partition, body FROM messages WHERE consumer IS NULL ORDER BY id LIMIT ?",
-            (count,),
+            f"SELECT id, partition, body FROM messages WHERE consumer IS NULL{only[0]}"
+            " ORDER BY id LIMIT ?",
+            (*only[1], count),
         ).fetchall()
         conn.executemany(
             "UPDATE messages SET consumer = ?, delivered_at = ?, deliveries = 1 WHERE id = ?",
@@ -221,13 +236,19 @@ class SqliteBus:
 
         await self._run(both, tx=True)
 
-    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Message]:
+    async def reclaim(
+        self, consumer: str, min_idle_ms: int, count: int,
+        partitions: Collection[int] | None = None,
+    ) -> list[Message]:
+        only = _only(partitions)
+
         def claim(conn: sqlite3.Connection) -> list[Message]:
             now = _now_ms()
             rows = conn.execute(
                 "SELECT id, partition, body, deliveries FROM messages"
-                " WHERE consumer IS NOT NULL AND delivered_at <= ? ORDER BY partition, id LIMIT ?",
-                (now - min_idle_ms, count),
+                f" WHERE consumer IS NOT NULL AND delivered_at <= ?{only[0]}"
+                " ORDER BY partition, id LIMIT ?",
+                (now - min_idle_ms, *only[1], count),
             ).fetchall()
             conn.executemany(
                 "UPDATE messages SET consumer = ?, delivered_at = ?, deliveries = deliveries + 1"
@@ -238,7 +259,10 @@ class SqliteBus:
 
         return await self._run(claim, tx=True)
 
-    async def touch(self, consumer: str, messages: Iterable[Message]) -> None:
+    async def touch(
+        self, consumer: str, messages: Iterable[Message],
+        partitions: Collection[int] | None = None,
+    ) -> None:
         """Reset the idle time of in-flight messages (delivery count unchanged)."""
         ids = [i for m in messages if (i := _int_id(m.id)) is not None]
         sql = "UPDATE messages SET consumer = ?, delivered_at = ? WHERE id = ? AND consumer NOTNULL"

@@ -1,0 +1,261 @@
+"""``RedisOwnership``: heartbeat membership + rendezvous assignment + renewable partition leases.
+
+Every ``renew_s`` (or at once when another member publishes on ``ws-events:members:changed``)
+a member runs one *round*:
+
+1. heartbeat: ``ZADD ws-events:members <redis now ms> <member>`` and drop members older than
+   ``ttl_s`` (one script, Redis time: no clock skew between hosts);
+2. desired partitions = those whose rendezvous owner over the live members is this member;
+3. renew every held lease with a compare-and-extend script (``PEXPIRE`` only if the value is
+   still ``<member>:<epoch>``); a failed renewal drops the partition at once;
+4. release held partitions that are no longer desired once no message of theirs is in flight
+   here (``busy``), or after ``ttl_s`` at the latest; then publish a change notice;
+5. acquire desired, unheld partitions: ``SET NX`` + ``INCR`` epoch in one script.
+
+``owned()`` also drops a partition whose local deadline (send time of the last successful
+renewal + 0.9 x ``ttl_s``) has passed, so a stalled event loop stops fetching before another
+member can take the lease. A SIGKILLed member's partitions move after its lease and heartbeat
+expire (<= ``ttl_s``) plus one round of the survivors (<= ``renew_s``): <= 8 s by default.
+``redis`` is imported on construction; nothing connects before ``start``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tradewire import names
+from tradewire.bus.lanes import cancel_all, error_text
+from tradewire.bus.ownership import DEFAULT_RENEW_S, DEFAULT_TTL_S, Busy, assignment
+from tradewire.logging import log
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.client import PubSub
+
+logger = logging.getLogger("tradewire.bus.ownership")
+
+_HEARTBEAT_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[1] ~= '' then redis.call('ZADD', KEYS[1], now, ARGV[1]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+_ACQUIRE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. epoch, 'PX', ARGV[2])
+return epoch
+"""
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_SAFETY = 0.9  # fraction of the TTL a lease is trusted locally after its renewal was sent
+_WANTING_FACTOR = 4  # rounds run this many times faster while desired partitions are unheld
+
+
+@dataclass
+class _Hold:
+    epoch: int
+    token: str  # "<member>:<epoch>", the lease value
+    deadline: float  # loop time until which the lease is trusted
+    leaving_since: float | None = None  # no longer desired since (loop time)
+
+
+class RedisOwnership:
+    """``Ownership`` shared by every consumer on the same Redis (see the module docstring)."""
+
+    def __init__(
+        self, url: str, member: str, partitions: int, *, ttl_s: float = DEFAULT_TTL_S,
+        renew_s: float = DEFAULT_RENEW_S,
+    ) -> None:
+        from redis.asyncio import Redis
+
+        if renew_s >= ttl_s:
+            raise ValueError("renew_s must be shorter than ttl_s")
+        self.member, self.partitions = member, partitions
+        self.ttl_s, self.renew_s = ttl_s, renew_s
+        self._redis: Redis = Redis.from_url(url)
+        self._heartbeat = self._redis.register_script(_HEARTBEAT_LUA)
+        self._acquire = self._redis.register_script(_ACQUIRE_LUA)
+        self._renew = self._redis.register_script(_RENEW_LUA)
+        self._release = self._redis.register_script(_RELEASE_LUA)
+        self._held: dict[int, _Hold] = {}
+        self._busy: Busy = lambda partition: False
+        self._task: asyncio.Task[None] | None = None
+        self._pubsub: PubSub | None = None
+        self._dead = False
+        self.members: list[str] = []  # live members as of the last round
+        self.rounds = 0
+
+    @property
+    def _ttl_ms(self) -> int:
+        return max(int(self.ttl_s * 1000), 1)
+
+    def owned(self) -> frozenset[int]:
+        now = asyncio.get_running_loop().time()
+        return frozenset(
+            p for p, hold in self._held.items()
+            if hold.deadline > now and hold.leaving_since is None
+        )
+
+    def holds(self, partition: int) -> bool:
+        hold = self._held.get(partition)
+        return hold is not None and hold.deadline > asyncio.get_running_loop().time()
+
+    def epoch(self, partition: int) -> int | None:
+        hold = self._held.get(partition)
+        return hold.epoch if hold is not None else None
+
+    async def start(self, busy: Busy | None = None) -> None:
+        if self._task is not None:
+            return
+        self._busy = busy or (lambda partition: False)
+        self._pubsub = self._redis.pubsub()
+        await self._pubsub.subscribe(names.MEMBERS_CHANGED)
+        await self.round()
+        await self._redis.publish(names.MEMBERS_CHANGED, self.member)  # owners hand over
+        self._task = asyncio.create_task(self._run(), name=f"ownership:{self.member}")
+
+    async def stop(self) -> None:
+        """Release every lease and leave the membership (graceful shutdown)."""
+        if self._dead:
+            return
+        if self._task is not None:
+            await cancel_all([self._task])
+            self._task = None
+        try:
+            await self._release_all(list(self._held))
+            await self._redis.zrem(names.MEMBERS, self.member)
+            await self._redis.publish(names.MEMBERS_CHANGED, self.member)
+        except Exception as exc:
+            log(logger, logging.WARNING, "releasing partitions failed", error=error_text(exc))
+        finally:
+            self._held.clear()
+            if self._pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                self._pubsub = None
+
+    async def kill(self) -> None:
+        """Stop heartbeats and renewals, release nothing (tests: a member that died or
+        stalled); its leases lapse locally at their deadlines, in Redis at their TTL."""
+        self._dead = True
+        if self._task is not None:
+            await cancel_all([self._task])
+            self._task = None
+
+    async def close(self) -> None:
+        await self.stop()
+        await self._redis.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            wanting = len(self._held) < sum(
+                1 for owner in assignment(self.partitions, self.members).values()
+                if owner == self.member
+            )
+            await self._wait(self.renew_s / (_WANTING_FACTOR if wanting else 1))
+            try:
+                await self.round()
+            except Exception as exc:  # deadlines lapse on their own: owned() self-fences
+                log(logger, logging.WARNING, "partition lease round failed", error=error_text(exc))
+
+    async def _wait(self, timeout_s: float) -> None:
+        """Sleep ``timeout_s`` or until another member publishes a change."""
+        if self._pubsub is None:
+            await asyncio.sleep(timeout_s)
+            return
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout_s
+        while (left := until - loop.time()) > 0:
+            try:
+                message: Any = await self._pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=left
+                )
+            except Exception:
+                await asyncio.sleep(left)
+                return
+            if message is not None and message.get("data") != self.member.encode():
+                return
+
+    async def round(self) -> None:
+        """One heartbeat + renew + release + acquire round (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        raw: Any = await self._heartbeat(keys=[names.MEMBERS], args=[self.member, self._ttl_ms])
+        self.members = [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
+        desired = {
+            p for p, owner in assignment(self.partitions, self.members).items()
+            if owner == self.member
+        }
+        await self._renew_held(sent)
+        await self._hand_over(desired, sent)
+        await self._acquire_wanted(desired - set(self._held), sent)
+        self.rounds += 1
+
+    async def _renew_held(self, sent: float) -> None:
+        held = list(self._held.items())
+        if not held:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for p, hold in held:
+                await self._renew(keys=[names.lease_name(p)], args=[hold.token, self._ttl_ms],
+                                  client=pipe)
+            results = await pipe.execute()
+        for (p, hold), ok in zip(held, results, strict=True):
+            if ok:
+                hold.deadline = sent + self.ttl_s * _SAFETY
+            else:
+                del self._held[p]
+                log(logger, logging.WARNING, "partition lease lost", partition=p,
+                    epoch=hold.epoch, member=self.member)
+
+    async def _hand_over(self, desired: set[int], now: float) -> None:
+        doomed: list[int] = []
+        for p, hold in self._held.items():
+            if p in desired:
+                hold.leaving_since = None
+                continue
+            hold.leaving_since = hold.leaving_since or now
+            if not self._busy(p) or now - hold.leaving_since >= self.ttl_s:
+                doomed.append(p)
+        if doomed:
+            await self._release_all(doomed)
+            await self._redis.publish(names.MEMBERS_CHANGED, self.member)
+
+    async def _release_all(self, partitions: list[int]) -> None:
+        holds = [(p, self._held.pop(p)) for p in partitions if p in self._held]
+        if not holds:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for p, hold in holds:
+                await self._release(keys=[names.lease_name(p)], args=[hold.token], client=pipe)
+            await pipe.execute()
+
+    async def _acquire_wanted(self, wanted: set[int], sent: float) -> None:
+        if not wanted:
+            return
+        order = sorted(wanted)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for p in order:
+                await self._acquire(
+                    keys=[names.lease_name(p), names.lease_epoch_name(p)],
+                    args=[self.member, self._ttl_ms], client=pipe,
+                )
+            results = await pipe.execute()
+        for p, epoch in zip(order, results, strict=True):
+            if epoch is not None:
+                token = f"{self.member}:{int(epoch)}"
+                self._held[p] = _Hold(int(epoch), token, sent + self.ttl_s * _SAFETY)
+                log(logger, logging.INFO, "partition lease acquired", partition=p,
+                    epoch=int(epoch), member=self.member)
