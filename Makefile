@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench bench-pipeline bench-sim demo clean
+.PHONY: run test lint typecheck unit bench bench-pipeline bench-sim bench-bus demo clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 ## bench: every benchmark; each prints one JSON object on its last line
-bench: bench-pipeline bench-sim
+bench: bench-pipeline bench-sim bench-bus
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python bench/pipeline.py
@@ -41,6 +41,11 @@ bench-pipeline: $(STAMP)
 ## bench-sim: simulator throughput (signed orders/s, user-data events/s over 5,000 listenKeys)
 bench-sim: $(STAMP)
 	$(BIN)/python bench/sim.py
+
+## bench-bus: publish p99 at 1,000 msg/s and events/s + commit p99 through TWO worker processes
+## on PostgreSQL, for Redis, RabbitMQ and the embedded bus (needs PostgreSQL, Redis, RabbitMQ)
+bench-bus: $(STAMP)
+	$(BIN)/python bench/bus.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

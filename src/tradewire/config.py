@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # in-flight event acks at once when its batch commits
     worker_concurrency: int = Field(default=80, ge=1)
 
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # worker/streams/notifier; 0: off
+    metrics_host: str = "127.0.0.1"  # scrape from the internal network only
+
     @field_validator("retry_delays_s", mode="before")
     @classmethod
     def _parse_delays(cls, value: object) -> object:

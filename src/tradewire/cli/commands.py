@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from tradewire import metrics
 from tradewire.cli import dlq as dlq_cli
 from tradewire.cli import roles
 from tradewire.cli.demo import DemoFailed, Endpoints, closed_by, orders_placed, run_scenario
@@ -107,20 +110,35 @@ async def api(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
 
 
 async def streams(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> int:
-    async with open_runtime(settings, migrate=False) as rt:
+    async with open_runtime(settings, migrate=False) as rt, _metrics_server(settings):
         await roles.streams_manager(rt).run(stop)
     return 0
 
 
 async def worker(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> int:
-    async with open_runtime(settings, migrate=False) as rt:
+    async with open_runtime(settings, migrate=False) as rt, _metrics_server(settings):
         consumer, _ = roles.worker(rt)
-        await consumer.run(stop)
+        try:
+            await roles.until_stopped(
+                stop, consumer.run(stop), metrics.BusGaugeRefresher(rt.bus).run(stop))
+        finally:
+            await consumer.ownership.close()
     return 0
 
 
+@contextlib.asynccontextmanager
+async def _metrics_server(settings: Settings) -> AsyncIterator[None]:
+    """``/metrics`` on ``TRADEWIRE_METRICS_PORT`` for roles without the API (0: none)."""
+    server = metrics.start_metrics_server(settings.metrics_port, settings.metrics_host)
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.close()
+
+
 async def notifier(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> int:
-    async with open_runtime(settings, migrate=False) as rt:
+    async with open_runtime(settings, migrate=False) as rt, _metrics_server(settings):
         await roles.notifier(rt).run(stop)
     return 0
 

@@ -8,9 +8,11 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Sequence
 
+from tradewire import metrics
 from tradewire.api.app import create_app
 from tradewire.api.deps import ApiDeps
 from tradewire.bus.consumer import Consumer
+from tradewire.bus.ownership import create_ownership
 from tradewire.config import operator_token
 from tradewire.exchange.client import ExchangeClient
 from tradewire.intake.service import create_intake_service
@@ -52,14 +54,23 @@ def streams_manager(rt: Runtime, *, refresh_s: float = 2.0) -> StreamsManager:
         ]
 
     return StreamsManager(
-        accounts, rt.bus.publish, rt.settings.ws_base_url, rt.clock,
+        accounts, metrics.instrument_publish(rt.bus.publish), rt.settings.ws_base_url, rt.clock,
         refresh_s=refresh_s, keepalive_s=rt.settings.keepalive_interval_s,
     )
 
 
 def worker(rt: Runtime) -> tuple[Consumer, EventProcessor]:
-    processor = EventProcessor(rt.sessions, rt.box, rt.pool, rt.locks)
-    return Consumer.from_settings(rt.bus, processor.handle, rt.settings), processor
+    settings = rt.settings
+    processor = EventProcessor(
+        rt.sessions, rt.box, rt.pool, rt.locks, batch_max=settings.worker_batch_max,
+        batch_wait_s=settings.worker_batch_wait_ms / 1000,
+    )
+    consumer = Consumer.from_settings(
+        rt.bus, metrics.instrument_handler(processor.handle), settings,
+        concurrency=settings.worker_concurrency, ownership=create_ownership(settings),
+    )
+    metrics.watch_consumer(consumer)
+    return consumer, processor
 
 
 def notifier(rt: Runtime) -> Notifier:

@@ -14,6 +14,7 @@ from types import TracebackType
 
 import httpx
 
+from tradewire import metrics
 from tradewire.bus.consumer import Consumer
 from tradewire.cli import roles
 from tradewire.cli.dlq import dlq_monitor
@@ -73,6 +74,7 @@ class Stack:
         self._task = asyncio.create_task(roles.until_stopped(
             self.stop, self.streams.run(self.stop), self.consumer.run(self.stop),
             self.notifier.run(self.stop), dlq_monitor(self.rt).run(self.stop),
+            metrics.BusGaugeRefresher(self.rt.bus).run(self.stop),
         ))
         log(logger, logging.INFO, "tradewire is up", api=self.api.base_url)
 
@@ -93,6 +95,7 @@ class Stack:
         self.stop.set()
         if self._task is not None:
             await self._task
+            await self.consumer.ownership.close()
         await self._exit.aclose()
 
     async def wait(self) -> None:

@@ -11,6 +11,21 @@ One event is handled under the ``userId:symbol`` lock in three steps:
 
 A failure anywhere raises, so the bus retries the whole event; steps 2 and 3 are safe to repeat,
 and once step 3 commits the event id makes any redelivery a no-op.
+
+By default events go the batch path (``processor.batch_apply``): each event, under its lock,
+joins a micro-batch (``processor.batch.MicroBatcher``, up to ``batch_max`` events or
+``batch_wait_s``) that does steps 1-3 for all of them with one read and ONE write transaction.
+Liquidations, and events the batch cannot apply safely (their trade moved since the read, two
+events of one trade in one batch), take the per-event path below. ``batch_max=0`` turns
+batching off.
+
+Errors are classified for the consumer (``tradewire.bus.consumer``): a malformed event or one
+the exchange's wire schema rejects is a ``PermanentError`` (DLQ at once); a database that cannot
+be reached (connection refused or lost: ``OSError``, asyncpg connection errors, SQLAlchemy
+``OperationalError``/``InterfaceError`` or a ``DBAPIError`` that invalidated its connection) is
+re-raised as ``DependencyDown`` (the consumer pauses, no attempt spent); exchange unavailability
+(``ExchangeUnavailable``, ``UnknownOutcome``, ``RateLimited``) becomes a ``TransientError``
+(retried, then DLQ).
 """
 
 from __future__ import annotations
@@ -18,7 +33,6 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,12 +40,23 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tradewire import names
 from tradewire.bus.base import Envelope
 from tradewire.domain import DomainEvent, EventKind, Leg, TradeStatus
-from tradewire.errors import UnknownOrder
+from tradewire.errors import (
+    ExchangeUnavailable,
+    RateLimited,
+    TransientError,
+    UnknownOrder,
+    UnknownOutcome,
+)
 from tradewire.locks.base import Locks
 from tradewire.logging import bind, log
 from tradewire.notify.messages import trade_embed
+from tradewire.processor.batch import MicroBatcher
+from tradewire.processor.batch_apply import BatchApplier, Item, Outcome
+from tradewire.processor.effects import DONE_ORDER as _DONE_ORDER
+from tradewire.processor.effects import database as _database
+from tradewire.processor.effects import notice_fields, same_phase, trade_columns, view
 from tradewire.processor.normalize import normalize
-from tradewire.processor.state import Decision, TradeView, decide
+from tradewire.processor.state import Decision, decide
 from tradewire.store import events, outbox, trades, users
 from tradewire.store.crypto import SecretBox
 from tradewire.store.tables import Order, OrderStatus, Trade
@@ -40,8 +65,8 @@ from tradewire.trading.clients import ClientPool
 logger = logging.getLogger("tradewire.worker")
 
 _SKIP = (EventKind.IGNORED, EventKind.ACCOUNT_UPDATED)
-_DONE_ORDER = {OrderStatus.CANCELED, OrderStatus.FILLED, OrderStatus.FAILED,
-               OrderStatus.REJECTED, OrderStatus.EXPIRED}
+DEFAULT_BATCH_MAX = 256
+DEFAULT_BATCH_WAIT_S = 0.002
 
 
 @dataclass
@@ -58,6 +83,9 @@ class EventProcessor:
         box: SecretBox,
         pool: ClientPool,
         locks: Locks,
+        *,
+        batch_max: int = DEFAULT_BATCH_MAX,
+        batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
     ) -> None:
         self.sessions = sessions
         self.box = box
@@ -66,28 +94,49 @@ class EventProcessor:
         self.applied = 0
         self.duplicates = 0
         self.history: deque[Envelope] = deque(maxlen=256)  # applied envelopes (tests, debugging)
+        self.applier = BatchApplier(sessions, self._follow_up_one, self._apply)
+        self.batcher: MicroBatcher[Item, Outcome] | None = (
+            MicroBatcher(self.applier, max_items=batch_max, wait_s=batch_wait_s)
+            if batch_max > 0 else None
+        )
 
     async def handle(self, envelope: Envelope) -> None:
-        """The bus handler: apply one event exactly once in effect."""
+        """The bus handler: apply one event exactly once in effect (errors classified as in the
+        module docstring)."""
         with bind(userId=envelope.user_id, symbol=envelope.symbol or None):
             event = normalize(envelope)
             if event.kind in _SKIP:
                 return
-            async with self.locks.hold(names.lock_name(envelope.user_id, envelope.symbol)):
-                await self._apply(envelope, event)
+            try:
+                async with self.locks.hold(names.lock_name(envelope.user_id, envelope.symbol)):
+                    if self.batcher is None or event.kind is EventKind.LIQUIDATED:
+                        outcome = await self._apply(envelope, event)
+                    else:  # held while the event waits in, and is written by, a batch
+                        outcome = await self.batcher.submit(Item(envelope, event))
+            except (ExchangeUnavailable, UnknownOutcome, RateLimited) as exc:
+                raise TransientError(f"exchange unavailable: {exc}") from exc
+            if outcome is Outcome.APPLIED:
+                self.applied += 1
+                self.history.append(envelope)
+            else:
+                self.duplicates += 1
+                log(logger, logging.INFO, "duplicate event ignored", eventId=event.event_id)
 
-    async def _apply(self, envelope: Envelope, event: DomainEvent) -> None:
+    async def _apply(self, envelope: Envelope, event: DomainEvent) -> Outcome:
+        """The per-event path (also the batch path's fallback); the caller holds the lock."""
         plans = await self._read(event)
         if plans is None:
-            self.duplicates += 1
-            log(logger, logging.INFO, "duplicate event ignored", eventId=event.event_id)
-            return
+            return Outcome.DUPLICATE
         for plan in plans:
             with bind(tradeId=plan.trade.id):
                 await self._follow_up(plan)
-        await self._write(envelope, event, plans)
+        return await self._write(envelope, event, plans)
 
     async def _read(self, event: DomainEvent) -> list[_Plan] | None:
+        with _database():
+            return await self._read_db(event)
+
+    async def _read_db(self, event: DomainEvent) -> list[_Plan] | None:
         async with self.sessions() as session:
             if await events.is_processed(session, event.event_id):
                 return None
@@ -97,7 +146,7 @@ class EventProcessor:
             if order is None:
                 return []  # not one of ours: recorded as processed, nothing else
             trade = await trades.get_trade(session, order.trade_id)
-            decision = decide(_view(trade), order.leg, event)
+            decision = decide(view(trade), order.leg, event)
             return [_Plan(trade, order, decision)] if decision.changed else []
 
     async def _liquidation_plans(self, session: AsyncSession, event: DomainEvent) -> list[_Plan]:
@@ -108,15 +157,21 @@ class EventProcessor:
         plans = []
         for row in live:
             trade = await trades.get_trade(session, row.id)
-            plans.append(_Plan(trade, None, decide(_view(trade), Leg.ENTRY, event)))
+            plans.append(_Plan(trade, None, decide(view(trade), Leg.ENTRY, event)))
         return plans
+
+    async def _follow_up_one(self, trade: Trade, order: Order | None, decision: Decision
+                             ) -> None:
+        with bind(tradeId=trade.id):
+            await self._follow_up(_Plan(trade, order, decision))
 
     async def _follow_up(self, plan: _Plan) -> None:
         """Cancel what the decision says must go (the sibling of a filled exit)."""
         if not plan.decision.cancel_legs:
             return
-        async with self.sessions() as session:
-            creds = await users.account_credentials(session, self.box, plan.trade.account_id)
+        with _database():
+            async with self.sessions() as session:
+                creds = await users.account_credentials(session, self.box, plan.trade.account_id)
         client = self.pool.get(creds.account_id, creds.api_key, creds.api_secret)
         for order in plan.trade.orders:
             if order.leg not in plan.decision.cancel_legs or order.status in _DONE_ORDER:
@@ -127,25 +182,26 @@ class EventProcessor:
             except UnknownOrder:
                 log(logger, logging.INFO, "sibling order already gone", leg=order.leg.value)
 
-    async def _write(self, envelope: Envelope, event: DomainEvent, plans: list[_Plan]) -> None:
-        async with self.sessions.begin() as session:
-            if not await events.mark_processed(session, event.event_id, event.account_id,
-                                               event.kind.value):
-                self.duplicates += 1
-                return
-            for plan in plans:
-                with bind(tradeId=plan.trade.id):
-                    await self._record(session, envelope, event, plan)
-        self.applied += 1
-        self.history.append(envelope)
+    async def _write(
+        self, envelope: Envelope, event: DomainEvent, plans: list[_Plan]
+    ) -> Outcome:
+        with _database():
+            async with self.sessions.begin() as session:
+                if not await events.mark_processed(session, event.event_id, event.account_id,
+                                                   event.kind.value):
+                    return Outcome.DUPLICATE
+                for plan in plans:
+                    with bind(tradeId=plan.trade.id):
+                        await self._record(session, envelope, event, plan)
+        return Outcome.APPLIED
 
     async def _record(
         self, session: AsyncSession, envelope: Envelope, event: DomainEvent, plan: _Plan
     ) -> None:
         trade, decision = plan.trade, plan.decision
-        updates = _trade_columns(trade, decision.trade_updates)
+        updates = trade_columns(trade, decision.trade_updates)
         if updates:
-            moved = await trades.update_trade(session, trade.id, only_from=_same_phase(trade),
+            moved = await trades.update_trade(session, trade.id, only_from=same_phase(trade),
                                               **updates)
             if not moved:  # changed under us: let the bus retry with fresh state
                 raise RuntimeError(f"trade {trade.id} changed concurrently; retrying")
@@ -166,42 +222,7 @@ class EventProcessor:
         user = await users.get_user(session, envelope.user_id)
         if not user.discord_webhook_url or decision.notice is None:
             return
-        fields: dict[str, Any] = {
-            "symbol": trade.symbol, "trade": trade.id, "side": trade.side.value,
-            "quantity": updates.get("quantity", trade.quantity),
-            "entry": updates.get("entry_price", trade.entry_price),
-            "exit": updates.get("exit_price"),
-            "realized PnL": updates.get("realized_pnl") if "exit_price" in updates else None,
-            "reason": updates.get("error"),
-        }
         await outbox.enqueue_notification(
             session, user_id=user.id, webhook_url=user.discord_webhook_url,
-            payload=trade_embed(decision.notice, fields),
+            payload=trade_embed(decision.notice, notice_fields(trade, updates)),
         )
-
-
-def _view(trade: Trade) -> TradeView:
-    """What the state machine needs to know of a trade (its orders loaded)."""
-    working = frozenset(o.leg for o in trade.orders
-                        if o.leg.is_exit and o.status not in _DONE_ORDER)
-    return TradeView(trade.status, trade.quantity, working)
-
-
-def _same_phase(trade: Trade) -> list[TradeStatus]:
-    """Statuses the decision read in step 1 stays valid from. PENDING and OPEN differ only by
-    the API having recorded its placement (which may land between our read and write)."""
-    if trade.status in (TradeStatus.PENDING, TradeStatus.OPEN):
-        return [TradeStatus.PENDING, TradeStatus.OPEN]
-    return [trade.status]
-
-
-def _trade_columns(trade: Trade, changes: dict[str, Any]) -> dict[str, Any]:
-    """The decision's trade changes as ``update_trade`` arguments (deltas made absolute)."""
-    out = {k: v for k, v in changes.items() if not k.endswith("_delta") and k != "closed_at_ms"}
-    if "closed_at_ms" in changes:
-        out["closed_at"] = changes["closed_at_ms"] or None
-    if "realized_pnl_delta" in changes:
-        out["realized_pnl"] = trade.realized_pnl + Decimal(changes["realized_pnl_delta"])
-    if "commission_delta" in changes:
-        out["commission"] = trade.commission + Decimal(changes["commission_delta"])
-    return {k: v for k, v in out.items() if v is not None}
