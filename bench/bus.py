@@ -47,6 +47,7 @@ from tradewire.store.tables import Order, Trade
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline import fill_event, measure_publish, pct
 
+REDIS_LOCKS = "redis://127.0.0.1:6379/9"
 RESULTS = Path(__file__).parent / "results"
 REDIS_URL = "redis://127.0.0.1:6379/9"
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -201,7 +202,10 @@ async def end_to_end(
         conn = await asyncpg.connect(**{**PG_ADMIN, "database": name})
         procs = start_workers({
             "TRADEWIRE_DATABASE_URL": db_url, "TRADEWIRE_BUS_URL": bus_url,
-            "TRADEWIRE_LOCK_URL": "memory", "TRADEWIRE_EXCHANGE_URL": "http://127.0.0.1:9",
+            # RabbitMQ needs Redis to coordinate partition ownership (bus.ownership); the others
+            # coordinate through their own backend, so their key locks stay in process
+            "TRADEWIRE_LOCK_URL": REDIS_LOCKS if bus_url.startswith("amqp") else "memory",
+            "TRADEWIRE_EXCHANGE_URL": "http://127.0.0.1:9",
             "TRADEWIRE_MASTER_KEY": base64.urlsafe_b64encode(key).decode(),
             "TRADEWIRE_DATA_DIR": str(tmp / "data"),
         }, LOGS)
