@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from tradewire.bus.base import DeadLetter, Envelope, Message, PartitionDepth, partition_for
+from tradewire.bus.held import claim_idle, refresh
 from tradewire.names import DEFAULT_PARTITIONS
 
 
@@ -112,33 +113,15 @@ class EmbeddedBus:
         partitions: Collection[int] | None = None,
     ) -> list[Message]:
         now = asyncio.get_running_loop().time()
-        claimed: list[Message] = []
-        for entry in self._oldest_first(self._pending.values()):
-            if len(claimed) >= count:
-                break
-            if partitions is not None and entry.message.partition not in partitions:
-                continue
-            if (now - entry.delivered_at) * 1000 >= min_idle_ms:
-                entry.consumer = consumer
-                entry.delivered_at = now
-                entry.message = dataclasses.replace(
-                    entry.message, deliveries=entry.message.deliveries + 1
-                )
-                claimed.append(dataclasses.replace(entry.message))
-        return claimed
+        oldest_first = self._oldest_first(self._pending.values())
+        return claim_idle(oldest_first, consumer, min_idle_ms, count, now, partitions)
 
     async def touch(
         self, consumer: str, messages: Iterable[Message],
         partitions: Collection[int] | None = None,
     ) -> None:
-        """Reset the idle time of messages still being worked on (XCLAIM JUSTID semantics:
-        the delivery count is unchanged), so that ``reclaim`` does not take them away."""
-        now = asyncio.get_running_loop().time()
-        for message in messages:
-            entry = self._pending.get(message.id)
-            if entry is not None:
-                entry.consumer = consumer
-                entry.delivered_at = now
+        """Keep messages still being worked on from being reclaimed (``held.refresh``)."""
+        refresh(self._pending, consumer, messages, asyncio.get_running_loop().time())
 
     @staticmethod
     def _oldest_first(entries: Iterable[_Pending]) -> list[_Pending]:

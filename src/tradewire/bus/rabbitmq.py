@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from tradewire import names
 from tradewire.bus.base import DeadLetter, Envelope, Message, PartitionDepth, partition_for
+from tradewire.bus.held import claim_idle, refresh
 from tradewire.names import DEFAULT_PARTITIONS
 
 if TYPE_CHECKING:
@@ -288,29 +289,14 @@ class RabbitMQBus:
     ) -> list[Message]:
         """In-process takeover only; a dead process's messages are requeued by the broker."""
         now = asyncio.get_running_loop().time()
-        claimed: list[Message] = []
-        for held in list(self._held.values()):
-            if len(claimed) >= count:
-                break
-            if partitions is not None and held.message.partition not in partitions:
-                continue
-            if (now - held.delivered_at) * 1000 >= min_idle_ms:
-                held.consumer, held.delivered_at = consumer, now
-                held.message = dataclasses.replace(
-                    held.message, deliveries=held.message.deliveries + 1
-                )
-                claimed.append(dataclasses.replace(held.message))
-        return claimed
+        return claim_idle(list(self._held.values()), consumer, min_idle_ms, count, now,
+                          partitions)
 
     async def touch(
         self, consumer: str, messages: Iterable[Message],
         partitions: Collection[int] | None = None,
     ) -> None:
-        now = asyncio.get_running_loop().time()
-        for message in messages:
-            held = self._held.get(message.id)
-            if held is not None:
-                held.consumer, held.delivered_at = consumer, now
+        refresh(self._held, consumer, messages, asyncio.get_running_loop().time())
 
     async def pending(self) -> int:
         return len(self._held)
