@@ -271,3 +271,21 @@ async def test_a_refused_stop_loss_is_recorded_on_its_leg(world: World) -> None:
     stop = legs(await world.trade(outcome["trade_id"]))["SL"]
     assert stop["status"] == "FAILED"
     assert stop["error"] is not None and "-2021" in stop["error"]
+
+
+async def test_a_users_caps_lower_leverage_and_size_for_that_user_only(world: World) -> None:
+    """A user with max_leverage 3 and max_position_usdt 100 gets 3x and half the position of a
+    200 USDT signal at 10x; a user without caps gets the signal as sent."""
+    capped, capped_keys = await world.add_user("careful", max_leverage=3,
+                                               max_position_usdt="100")
+    free, free_keys = await world.add_user("bold")
+    response = await world.send_signal("sig-caps")
+    assert response.status_code == 201
+    careful = await world.exchange_account(capped_keys)
+    bold = await world.exchange_account(free_keys)
+    assert careful["leverage"]["BTCUSDT"] == 3 and bold["leverage"]["BTCUSDT"] == 10
+    assert position(careful, "BTCUSDT") == Decimal("0.001")  # 100 USDT at 60000, floored
+    assert position(bold, "BTCUSDT") == Decimal("0.003")
+    trades = outcomes_by_user(response)
+    assert (await world.trade(trades[capped]["trade_id"]))["leverage"] == 3
+    assert free in trades
