@@ -40,8 +40,8 @@ BACKENDS = [
 ]
 
 
-def redis_db_url(redis_url: str) -> str:
-    return urlunsplit(urlsplit(redis_url)._replace(path=f"/{REDIS_TEST_DB}"))
+def redis_db_url(redis_url: str, db: int = REDIS_TEST_DB) -> str:
+    return urlunsplit(urlsplit(redis_url)._replace(path=f"/{db}"))
 
 
 async def flush(url: str) -> None:
@@ -53,7 +53,9 @@ async def flush(url: str) -> None:
 
 
 @asynccontextmanager
-async def open_bus(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
+async def open_bus(
+    kind: str, request: pytest.FixtureRequest, *, redis_db: int = REDIS_TEST_DB
+) -> AsyncIterator[Bus]:
     """A fresh, empty bus of the given backend; closed (and Redis db flushed) afterwards."""
     url = namespace = ""
     if kind == "embedded":
@@ -65,7 +67,7 @@ async def open_bus(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[B
         namespace = f"test-{uuid.uuid4().hex[:10]}."
         bus = RabbitMQBus(amqp_url, PARTITIONS, namespace=namespace)
     else:
-        url = redis_db_url(request.getfixturevalue("redis_url"))
+        url = redis_db_url(request.getfixturevalue("redis_url"), redis_db)
         await flush(url)
         bus = RedisStreamsBus(url, PARTITIONS)
     try:

@@ -5,64 +5,24 @@ under a unique name prefix deleted afterwards)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis.asyncio as aioredis
+from tests.contract.test_bus import BACKENDS, PARTITIONS, flush, open_bus, redis_db_url
 
 from tradewire import names
 from tradewire.bus.base import Bus, DeadLetter, PartitionDepth
-from tradewire.bus.embedded import EmbeddedBus
-from tradewire.bus.rabbitmq import RabbitMQBus, delete_namespace
 from tradewire.bus.redis_streams import RedisStreamsBus
-from tradewire.bus.sqlite_bus import SqliteBus
 
 REDIS_TEST_DB = 8
-PARTITIONS = 4
-BACKENDS = [
-    "embedded",
-    "sqlite",
-    pytest.param("redis", marks=pytest.mark.redis),
-    pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
-]
 EMPTY = PartitionDepth(lag=0, pending=0)
-
-
-async def flush(url: str) -> None:
-    client = aioredis.Redis.from_url(url)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture(params=BACKENDS)
 async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
-    url = namespace = ""
-    kind = request.param
-    if kind == "embedded":
-        opened: Bus = EmbeddedBus(PARTITIONS)
-    elif kind == "sqlite":
-        opened = SqliteBus(request.getfixturevalue("tmp_path") / "bus.db", PARTITIONS)
-    elif kind == "rabbitmq":
-        namespace = f"test-{uuid.uuid4().hex[:10]}."
-        opened = RabbitMQBus(request.getfixturevalue("rabbitmq_url"), PARTITIONS,
-                             namespace=namespace)
-    else:
-        base = request.getfixturevalue("redis_url")
-        url = urlunsplit(urlsplit(base)._replace(path=f"/{REDIS_TEST_DB}"))
-        await flush(url)
-        opened = RedisStreamsBus(url, PARTITIONS)
-    try:
+    async with open_bus(request.param, request, redis_db=REDIS_TEST_DB) as opened:
         yield opened
-    finally:
-        await opened.close()
-        if url:
-            await flush(url)
-        if namespace:
-            await delete_namespace(request.getfixturevalue("rabbitmq_url"), namespace, PARTITIONS)
 
 
 async def depths_become(bus: Bus, expected: dict[int, PartitionDepth]) -> None:
@@ -114,7 +74,7 @@ async def test_redis_counts_lag_itself_when_redis_reports_none(
     """After XGROUP SETID without ENTRIESREAD Redis reports ``lag`` nil: the entries after the
     group's last-delivered id are counted instead."""
     base = request.getfixturevalue("redis_url")
-    url = urlunsplit(urlsplit(base)._replace(path=f"/{REDIS_TEST_DB}"))
+    url = redis_db_url(base, REDIS_TEST_DB)
     await flush(url)
     bus = RedisStreamsBus(url, PARTITIONS)
     raw = aioredis.Redis.from_url(url)
