@@ -109,6 +109,26 @@ class Settings(BaseSettings):
         base = self.rest_base_url
         return "ws" + base[4:] if base.startswith("http") else base
 
+    # --- streams layer (tradewire.streams; docs/streams.md) ---
+    stream_shards: int = Field(default=256, ge=1, le=65536)  # virtual shards of accounts
+    shard_lease_ttl_s: float = Field(default=6.0, gt=0)  # a dead pod's shards move within
+    shard_lease_renew_s: float = Field(default=2.0, gt=0)  # ttl + renew (~8 s)
+    handoff_timeout_s: float = Field(default=15.0, ge=0)  # graceful stop: keep sockets until
+    #   the new owners report the shards streaming, at most this long
+    stream_name: str = Field(default_factory=lambda: f"streams-{os.getpid()}")  # pod member name
+    keys_per_connection: int = Field(default=200, ge=1, le=1024)  # 1: one socket per account
+    subscribe_batch: int = Field(default=50, ge=1, le=1024)  # listenKeys per SUBSCRIBE message
+    control_msgs_per_s: float = Field(default=5.0, gt=0, le=10)  # per connection (limit: 10)
+    connection_max_age_s: float = Field(default=23 * 3600, gt=0)  # rotate before the 24 h cut
+    connect_attempts: int = Field(default=300, ge=1)  # per egress IP and window ...
+    connect_window_s: float = Field(default=300.0, gt=0)  # ... (reference §3.3)
+    keepalive_max_per_s: float = Field(default=10.0, gt=0)  # global cap on listenKey PUTs
+    listenkey_concurrency: int = Field(default=16, ge=1)  # listenKey POSTs in flight
+    reconcile_concurrency: int = Field(default=4, ge=1)  # accounts reconciled at once
+    blind_after_s: float = Field(default=600.0, gt=0)  # no frame (pings incl.) this long: blind
+    ws_ping_interval_s: float = Field(default=20.0, gt=0)  # client pings; no pong in
+    ws_ping_timeout_s: float = Field(default=20.0, gt=0)  # this long closes the socket
+
     # --- partition ownership (tradewire.bus.ownership): lease TTL and renew period ---
     partition_lease_ttl_s: float = Field(default=6.0, gt=0)  # a dead worker's partitions move
     partition_lease_renew_s: float = Field(default=2.0, gt=0)  # within ttl + renew (~8 s)

@@ -45,3 +45,29 @@ def lease_epoch_name(partition: int) -> str:
 def partition_consumer(partition: int) -> str:
     """Consumer name of a partition's owner inside the group (``p<partition>``)."""
     return f"p{partition}"
+
+
+STREAMS = "ws-streams"
+"""Namespace of the streams layer's coordination keys (shard leases, pod membership)."""
+
+STREAM_MEMBERS = f"{STREAMS}:members"
+"""ZSET of live ``streams`` pods (member -> last heartbeat, Redis ms) for shard ownership."""
+
+STREAM_MEMBERS_CHANGED = f"{STREAMS}:members:changed"
+"""Pub/sub channel: a streams pod joined, left or released shards."""
+
+
+def shard_lease_name(shard: int) -> str:
+    """Lease of a virtual shard's owner pod: value ``<member>:<epoch>``, with a TTL."""
+    return f"{STREAMS}:lease:{shard}"
+
+
+def shard_lease_epoch_name(shard: int) -> str:
+    """Counter incremented at each new acquisition of a shard lease (fencing token)."""
+    return f"{STREAMS}:lease:{shard}:epoch"
+
+
+def shard_ready_name(shard: int) -> str:
+    """Set by a shard's owner once every account of the shard streams: ``<member>:<epoch>``
+    (a pod handing the shard over keeps its sockets until it sees another member here)."""
+    return f"{STREAMS}:ready:{shard}"

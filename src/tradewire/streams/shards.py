@@ -1,0 +1,95 @@
+"""Which accounts this ``streams`` pod watches: virtual shards held under leases (decision 6).
+
+Every account maps to one of ``stream_shards`` virtual shards (default 256) by a stable hash of
+its id. A pod streams the accounts of the shards it *owns*:
+
+* ``LocalShards`` owns every shard (embedded defaults: one pod, nothing to coordinate).
+* ``RedisShards`` (``tradewire.streams.shards_redis``): pods heartbeat, shards are assigned by
+  rendezvous hashing over live pods, each shard is a renewable Redis lease with an epoch.
+
+The manager polls ``owned()`` often (sub-second): a shard that leaves ``owned()`` without being
+in ``draining()`` was *lost* (renewal failed or its lease deadline passed) and its sockets close
+at once; a shard in ``draining()`` was *handed over* (another pod joined, or this one is
+stopping) and its sockets stay open until ``ready_elsewhere(shard)`` or the drain deadline, so
+a rolling deploy has no gap. The new owner calls ``mark_ready(shard)`` once every account of
+the shard is streaming again (overlapping duplicates are harmless: stable event ids).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection
+from typing import Protocol
+
+DEFAULT_SHARDS = 256
+
+
+def shard_of(account_id: int, shards: int = DEFAULT_SHARDS) -> int:
+    """The virtual shard of an account: stable across processes, versions and hosts."""
+    digest = hashlib.blake2b(str(account_id).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+class Shards(Protocol):
+    """What the streams manager needs from shard ownership."""
+
+    member: str
+    shards: int
+
+    def owned(self) -> Collection[int] | None:
+        """Shards whose accounts this pod must stream now; ``None`` = every shard."""
+        ...
+
+    def draining(self) -> dict[int, float]:
+        """Shards handed over by this pod (not lost) -> loop time until which their sockets
+        may stay open while the new owner connects."""
+        ...
+
+    def ready_elsewhere(self, shard: int) -> bool:
+        """Another pod has marked ``shard`` ready (its accounts stream there)."""
+        ...
+
+    async def mark_ready(self, shard: int) -> None:
+        """Every account of ``shard`` streams on this pod (handover can finish)."""
+        ...
+
+    async def start(self) -> None:
+        """Join and take the first shards; keep the leases renewed in the background."""
+        ...
+
+    async def stop(self) -> None:
+        """Graceful leave: release every lease at once (their shards move to ``draining``)."""
+        ...
+
+    async def close(self) -> None:
+        """Release what is still held and close connections."""
+        ...
+
+
+class LocalShards:
+    """One pod owns every shard (embedded defaults)."""
+
+    def __init__(self, member: str = "local", shards: int = DEFAULT_SHARDS) -> None:
+        self.member = member
+        self.shards = shards
+
+    def owned(self) -> Collection[int] | None:
+        return None
+
+    def draining(self) -> dict[int, float]:
+        return {}
+
+    def ready_elsewhere(self, shard: int) -> bool:
+        return False
+
+    async def mark_ready(self, shard: int) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
