@@ -1,5 +1,9 @@
 """``RedisOwnership``: heartbeat membership + rendezvous assignment + renewable partition leases.
 
+The names below are the bus's (``LeaseSpace()``, the default); the streams layer runs the same
+machinery over its shards with ``LeaseSpace`` of the ``ws-streams:*`` names
+(``tradewire.streams.shards_redis``).
+
 Every ``renew_s`` (or at once when another member publishes on ``ws-events:members:changed``)
 a member runs one *round*:
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +68,20 @@ _SAFETY = 0.9  # fraction of the TTL a lease is trusted locally after its renewa
 _WANTING_FACTOR = 4  # rounds run this many times faster while desired partitions are unheld
 
 
+@dataclass(frozen=True)
+class LeaseSpace:
+    """The Redis names one family of leases uses (default: the bus's ``ws-events`` partitions)."""
+
+    members_key: str = names.MEMBERS  # ZSET member -> last heartbeat (Redis ms)
+    changed_channel: str = names.MEMBERS_CHANGED  # pub/sub: joined, left or released
+    lease_name: Callable[[int], str] = names.lease_name  # value "<member>:<epoch>", PX ttl
+    epoch_name: Callable[[int], str] = names.lease_epoch_name  # INCR at each acquisition
+
+
+LeaseHook = Callable[[int, int], None]
+"""``hook(partition, epoch)``, called synchronously from a round."""
+
+
 @dataclass
 class _Hold:
     epoch: int
@@ -76,14 +95,23 @@ class RedisOwnership:
 
     def __init__(
         self, url: str, member: str, partitions: int, *, ttl_s: float = DEFAULT_TTL_S,
-        renew_s: float = DEFAULT_RENEW_S,
+        renew_s: float = DEFAULT_RENEW_S, space: LeaseSpace | None = None,
+        on_acquired: LeaseHook | None = None, on_released: LeaseHook | None = None,
+        on_lost: LeaseHook | None = None,
     ) -> None:
+        """``on_acquired``: a new lease (new epoch) is held. ``on_released``: a lease was given
+        up voluntarily (moved to another member, or ``stop``) while still ours and trusted: a
+        clean handover. ``on_lost``: a renewal failed, or a released lease was no longer ours or
+        no longer trusted locally. A lease whose local deadline passes between rounds (stalled
+        loop, ``kill``) only leaves ``owned()``: no round runs to report it."""
         from redis.asyncio import Redis
 
         if renew_s >= ttl_s:
             raise ValueError("renew_s must be shorter than ttl_s")
         self.member, self.partitions = member, partitions
         self.ttl_s, self.renew_s = ttl_s, renew_s
+        self.space = space or LeaseSpace()
+        self._hooks = {"acquired": on_acquired, "released": on_released, "lost": on_lost}
         self._redis: Redis = Redis.from_url(url)
         self._heartbeat = self._redis.register_script(_HEARTBEAT_LUA)
         self._acquire = self._redis.register_script(_ACQUIRE_LUA)
@@ -96,6 +124,12 @@ class RedisOwnership:
         self._dead = False
         self.members: list[str] = []  # live members as of the last round
         self.rounds = 0
+
+    @property
+    def redis(self) -> Redis:
+        """The client the leases use (shared by helpers of the same member; closed by
+        ``close``)."""
+        return self._redis
 
     @property
     def _ttl_ms(self) -> int:
@@ -121,9 +155,9 @@ class RedisOwnership:
             return
         self._busy = busy or (lambda partition: False)
         self._pubsub = self._redis.pubsub()
-        await self._pubsub.subscribe(names.MEMBERS_CHANGED)
+        await self._pubsub.subscribe(self.space.changed_channel)
         await self.round()
-        await self._redis.publish(names.MEMBERS_CHANGED, self.member)  # owners hand over
+        await self._redis.publish(self.space.changed_channel, self.member)  # owners hand over
         self._task = asyncio.create_task(self._run(), name=f"ownership:{self.member}")
 
     async def stop(self) -> None:
@@ -135,8 +169,8 @@ class RedisOwnership:
             self._task = None
         try:
             await self._release_all(list(self._held))
-            await self._redis.zrem(names.MEMBERS, self.member)
-            await self._redis.publish(names.MEMBERS_CHANGED, self.member)
+            await self._redis.zrem(self.space.members_key, self.member)
+            await self._redis.publish(self.space.changed_channel, self.member)
         except Exception as exc:
             log(logger, logging.WARNING, "releasing partitions failed", error=error_text(exc))
         finally:
@@ -192,7 +226,9 @@ class RedisOwnership:
         """One heartbeat + renew + release + acquire round (see the module docstring)."""
         loop = asyncio.get_running_loop()
         sent = loop.time()
-        raw: Any = await self._heartbeat(keys=[names.MEMBERS], args=[self.member, self._ttl_ms])
+        raw: Any = await self._heartbeat(
+            keys=[self.space.members_key], args=[self.member, self._ttl_ms]
+        )
         self.members = [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
         desired = {
             p for p, owner in assignment(self.partitions, self.members).items()
@@ -209,7 +245,7 @@ class RedisOwnership:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for p, hold in held:
-                await self._renew(keys=[names.lease_name(p)], args=[hold.token, self._ttl_ms],
+                await self._renew(keys=[self.space.lease_name(p)], args=[hold.token, self._ttl_ms],
                                   client=pipe)
             results = await pipe.execute()
         for (p, hold), ok in zip(held, results, strict=True):
@@ -219,6 +255,7 @@ class RedisOwnership:
                 del self._held[p]
                 log(logger, logging.WARNING, "partition lease lost", partition=p,
                     epoch=hold.epoch, member=self.member)
+                self._notify("lost", p, hold.epoch)
 
     async def _hand_over(self, desired: set[int], now: float) -> None:
         doomed: list[int] = []
@@ -231,16 +268,21 @@ class RedisOwnership:
                 doomed.append(p)
         if doomed:
             await self._release_all(doomed)
-            await self._redis.publish(names.MEMBERS_CHANGED, self.member)
+            await self._redis.publish(self.space.changed_channel, self.member)
 
     async def _release_all(self, partitions: list[int]) -> None:
         holds = [(p, self._held.pop(p)) for p in partitions if p in self._held]
         if not holds:
             return
+        sent = asyncio.get_running_loop().time()
         async with self._redis.pipeline(transaction=False) as pipe:
             for p, hold in holds:
-                await self._release(keys=[names.lease_name(p)], args=[hold.token], client=pipe)
-            await pipe.execute()
+                await self._release(keys=[self.space.lease_name(p)], args=[hold.token],
+                                    client=pipe)
+            results = await pipe.execute()
+        for (p, hold), ok in zip(holds, results, strict=True):
+            clean = bool(ok) and hold.deadline > sent  # ours and trusted until the DEL
+            self._notify("released" if clean else "lost", p, hold.epoch)
 
     async def _acquire_wanted(self, wanted: set[int], sent: float) -> None:
         if not wanted:
@@ -249,7 +291,7 @@ class RedisOwnership:
         async with self._redis.pipeline(transaction=False) as pipe:
             for p in order:
                 await self._acquire(
-                    keys=[names.lease_name(p), names.lease_epoch_name(p)],
+                    keys=[self.space.lease_name(p), self.space.epoch_name(p)],
                     args=[self.member, self._ttl_ms], client=pipe,
                 )
             results = await pipe.execute()
@@ -259,3 +301,14 @@ class RedisOwnership:
                 self._held[p] = _Hold(int(epoch), token, sent + self.ttl_s * _SAFETY)
                 log(logger, logging.INFO, "partition lease acquired", partition=p,
                     epoch=int(epoch), member=self.member)
+                self._notify("acquired", p, int(epoch))
+
+    def _notify(self, kind: str, partition: int, epoch: int) -> None:
+        hook = self._hooks[kind]
+        if hook is None:
+            return
+        try:
+            hook(partition, epoch)
+        except Exception as exc:  # a hook never breaks a round
+            log(logger, logging.ERROR, "lease hook failed", hook=kind, partition=partition,
+                error=error_text(exc))

@@ -13,13 +13,20 @@ at once; a shard in ``draining()`` was *handed over* (another pod joined, or thi
 stopping) and its sockets stay open until ``ready_elsewhere(shard)`` or the drain deadline, so
 a rolling deploy has no gap. The new owner calls ``mark_ready(shard)`` once every account of
 the shard is streaming again (overlapping duplicates are harmless: stable event ids).
+
+``create_shards(settings)`` picks the implementation: ``RedisShards`` when the deployment has a
+Redis coordinator (the bus's Redis, else ``lock_url``; see ``bus.ownership.ownership_url``),
+else ``LocalShards``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from tradewire.config import Settings
 
 DEFAULT_SHARDS = 256
 
@@ -93,3 +100,25 @@ class LocalShards:
 
     async def close(self) -> None:
         return None
+
+
+def create_shards(settings: Settings, member: str | None = None) -> Shards:
+    """Shard ownership of the pod ``member`` (default ``settings.stream_name``): ``RedisShards``
+    on the coordinating Redis (bus ``redis://``, else ``lock_url`` ``redis://``) with
+    ``stream_shards``, ``shard_lease_ttl_s``, ``shard_lease_renew_s`` and
+    ``handoff_timeout_s``; ``LocalShards`` (owns every shard) without one."""
+    from tradewire.bus.ownership import ownership_url
+    from tradewire.errors import ConfigError
+
+    name = member or settings.stream_name
+    url = ownership_url(settings)
+    if url is None:
+        return LocalShards(name, settings.stream_shards)
+    if settings.shard_lease_renew_s >= settings.shard_lease_ttl_s:
+        raise ConfigError("TRADEWIRE_SHARD_LEASE_RENEW_S must be shorter than SHARD_LEASE_TTL_S")
+    from tradewire.streams.shards_redis import RedisShards
+
+    return RedisShards(
+        url, name, settings.stream_shards, ttl_s=settings.shard_lease_ttl_s,
+        renew_s=settings.shard_lease_renew_s, handoff_timeout_s=settings.handoff_timeout_s,
+    )
