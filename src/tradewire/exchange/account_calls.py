@@ -60,6 +60,25 @@ class AccountCalls:
                                          "limit": limit})
         return [dict(row) for row in body]
 
+    async def orders_since(self, symbol: str, start_time_ms: int,
+                           limit: int = 1000) -> list[OrderResponse]:
+        """Orders of one symbol created from ``start_time_ms`` on (``GET /fapi/v1/allOrders``
+        with ``startTime``, weight 5; the exchange keeps a 7-day window)."""
+        body = await self._rest.request("GET", "/fapi/v1/allOrders",
+                                        {"symbol": symbol, "startTime": start_time_ms,
+                                         "limit": limit})
+        return [OrderResponse.from_json(r.data) for r in fields_of_list(body, "allOrders")]
+
+    async def order_trades(self, symbol: str, order_id: int,
+                           limit: int = 1000) -> list[dict[str, Any]]:
+        """The fills of one order (``GET /fapi/v1/userTrades?symbol=&orderId=``, weight 5), in
+        trade-id order. No time window: the exchange filters by the order itself."""
+        body = await self._rest.request("GET", "/fapi/v1/userTrades",
+                                        {"symbol": symbol, "orderId": order_id,
+                                         "limit": limit})
+        rows = [r.data for r in fields_of_list(body, "userTrades")]
+        return sorted((dict(row) for row in rows), key=lambda row: int(row.get("id") or 0))
+
     async def cancel_all_orders(self, symbol: str) -> None:
         """Every open order of a symbol — and its algo orders, which the exchange keeps apart."""
         await self._rest.request("DELETE", "/fapi/v1/allOpenOrders", {"symbol": symbol})

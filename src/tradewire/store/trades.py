@@ -118,6 +118,27 @@ async def find_order_by_client_id(session: AsyncSession, client_id: str) -> Orde
     )
 
 
+LIVE_TRADE_STATUSES = (TradeStatus.PENDING, TradeStatus.OPEN, TradeStatus.ACTIVE)
+
+
+async def live_trades_of_accounts(
+    session: AsyncSession, account_ids: Collection[int]
+) -> list[Trade]:
+    """The trades of these accounts that are still live (PENDING, OPEN or ACTIVE), each with its
+    orders loaded, ordered by account then trade id: one query for the trades (plus the
+    orders' select-in load), however many accounts. No accounts: no query."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return []
+    query = (
+        select(Trade)
+        .where(Trade.account_id.in_(ids), Trade.status.in_(list(LIVE_TRADE_STATUSES)))
+        .options(selectinload(Trade.orders))
+        .order_by(Trade.account_id, Trade.id)
+    )
+    return list(await session.scalars(query))
+
+
 async def list_trades(
     session: AsyncSession,
     *,
