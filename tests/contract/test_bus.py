@@ -9,6 +9,8 @@ production ones from ``names``) and RabbitMQ (a unique name prefix per test, del
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -153,6 +155,91 @@ async def test_fetch_respects_count_within_one_partition(bus: Bus) -> None:
     assert seen == sent
 
 
+async def test_publish_many_keeps_per_key_order_and_returns_one_id_each(bus: Bus) -> None:
+    """A batch of interleaved keys: one id per envelope (unique within its partition, like
+    every message id), each envelope in the partition ``publish`` would choose, every key's
+    envelopes consumable in batch order, also after a single ``publish`` and across batches."""
+    await bus.publish(envelope(account_id=1, seq=0))
+    keys = [(1, "BTCUSDT"), (2, "ETHUSDT"), (3, ""), (1, "ETHUSDT")]
+    first = [envelope(a, s, seq) for seq in range(1, 26) for a, s in keys]
+    second = [envelope(a, s, seq) for seq in range(26, 31) for a, s in keys]
+    ids = await bus.publish_many(first)
+    ids += await bus.publish_many(second)
+    assert await bus.publish_many([]) == []
+    published = {
+        (partition_for(env.key, PARTITIONS), message_id): env
+        for message_id, env in zip(ids, first + second, strict=True)
+    }
+    assert len(published) == len(ids) == len(first) + len(second)
+    got = await fetch_all(bus, "c1")
+    assert len(got) == 1 + len(ids)
+    by_key: dict[str, list[int]] = {}
+    for message in got:
+        env = Envelope.decode(message.body)
+        assert message.partition == partition_for(env.key, PARTITIONS)
+        by_key.setdefault(env.key, []).append(env.event["seq"])
+        if env.event["seq"] > 0:  # the id publish_many returned is the id the consumer sees
+            assert published.pop((message.partition, message.id)) == env
+    assert published == {}
+    assert by_key.pop("1:BTCUSDT") == list(range(31))
+    assert by_key == {f"{a}:{s}": list(range(1, 31)) for a, s in keys[1:]}
+    for message in got:
+        await bus.ack(message)
+    assert await bus.pending() == 0
+
+
+async def test_a_large_publish_many_batch_is_stored_whole_and_in_order(bus: Bus) -> None:
+    """500 envelopes of one key in one call (backends may split it internally, e.g. Redis
+    sends one script per 100): all stored, in order, ids in order."""
+    sent = [envelope(seq=i) for i in range(500)]
+    ids = await bus.publish_many(sent)
+    assert len(ids) == len(set(ids)) == 500
+    got: list[Message] = []
+    while batch := await bus.fetch("c1", 100, 20):  # acked as read: RabbitMQ's prefetch is 100
+        got += batch
+        for message in batch:
+            await bus.ack(message)
+    assert [m.id for m in got] == ids
+    assert [Envelope.decode(m.body) for m in got] == sent
+
+
+def test_the_envelope_body_is_compact_json_in_field_order() -> None:
+    """The stored body format (read by every consumer, also across versions): compact JSON of
+    the fields in declaration order, the event verbatim, ASCII-escaped."""
+    env = Envelope(
+        event_id="ev-1", account_id=7, user_id=70, symbol="BTCUSDT", received_ms=5,
+        event={"e": "ORDER_TRADE_UPDATE", "o": {"s": "BTCUSDT", "q": "0.010", "n": [1, None]},
+               "note": "é"},
+    )
+    assert env.encode() == (
+        b'{"event_id":"ev-1","account_id":7,"user_id":70,"symbol":"BTCUSDT","received_ms":5,'
+        b'"event":{"e":"ORDER_TRADE_UPDATE","o":{"s":"BTCUSDT","q":"0.010","n":[1,null]},'
+        b'"note":"\\u00e9"},"synthetic":false,"replay_of":null}'
+    )
+    assert Envelope.decode(env.encode()) == env
+    replayed = Envelope("ev-\u2028", 1, 2, "", 3, {}, synthetic=True, replay_of='d"1')
+    assert replayed.encode() == (
+        b'{"event_id":"ev-\\u2028","account_id":1,"user_id":2,"symbol":"","received_ms":3,'
+        b'"event":{},"synthetic":true,"replay_of":"d\\"1"}'
+    )
+    assert Envelope.decode(replayed.encode()) == replayed
+
+
+def test_an_envelope_with_its_raw_event_text_embeds_it_verbatim() -> None:
+    """``raw_event`` (the text the event was parsed from) goes into the body as it came; the
+    body decodes to the same envelope; equality ignores it."""
+    raw = b'{"e": "ACCOUNT_UPDATE", "a": {"m": "ORDER", "B": [{"a": "USDT", "wb": "1.5"}]}}'
+    plain = Envelope("ev-2", 7, 70, "", 9, json.loads(raw))
+    with_raw = dataclasses.replace(plain, raw_event=raw)
+    assert with_raw == plain
+    assert with_raw.encode() == (
+        b'{"event_id":"ev-2","account_id":7,"user_id":70,"symbol":"","received_ms":9,"event":'
+        + raw + b',"synthetic":false,"replay_of":null}'
+    )
+    assert Envelope.decode(with_raw.encode()) == plain
+    assert Envelope.decode(with_raw.encode()).encode() == plain.encode()
+
+
 async def test_publish_raw_rejects_unknown_partitions(bus: Bus) -> None:
     """A partition outside 0..partitions-1 is a programming error."""
     with pytest.raises(ValueError):
@@ -240,6 +327,21 @@ async def test_setup_creates_the_production_streams_and_group(
     for partition in range(PARTITIONS):
         groups = await raw.xinfo_groups(names.partition_name(partition))
         assert [g["name"] for g in groups] == [names.WORKER_GROUP.encode()]
+
+
+@pytest.mark.redis
+async def test_publish_many_survives_a_flushed_script_cache(
+    redis_bus: RedisStreamsBus, raw: aioredis.Redis
+) -> None:
+    """After a Redis restart (or SCRIPT FLUSH) the publish script is loaded again, for small
+    and for chunked batches, and nothing is stored twice."""
+    await redis_bus.publish_many([envelope(seq=0)])
+    await raw.script_flush()
+    await redis_bus.publish_many([envelope(seq=1)])
+    await raw.script_flush()
+    await redis_bus.publish_many([envelope(seq=i) for i in range(2, 252)])
+    got = await fetch_all(redis_bus, "c1")
+    assert [Envelope.decode(m.body).event["seq"] for m in got] == list(range(252))
 
 
 @pytest.mark.redis

@@ -50,6 +50,19 @@ class EmbeddedBus:
         partition = partition_for(envelope.key, self.partitions)
         return await self.publish_raw(partition, envelope.encode())
 
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> list[str]:
+        """All at once (no await in between): consumers see the batch whole or not at all."""
+        ids: list[str] = []
+        for envelope in envelopes:
+            partition = partition_for(envelope.key, self.partitions)
+            message = Message(id=f"{next(self._ids)}-0", partition=partition,
+                              body=envelope.encode())
+            self._queues[partition].append(message)
+            ids.append(message.id)
+        if ids:
+            self._published.set()
+        return ids
+
     async def publish_raw(self, partition: int, body: bytes) -> str:
         if not 0 <= partition < self.partitions:
             raise ValueError(f"partition {partition} out of range 0..{self.partitions - 1}")

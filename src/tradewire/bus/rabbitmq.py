@@ -200,6 +200,36 @@ class RabbitMQBus:
         partition = partition_for(envelope.key, self.partitions)
         return await self.publish_raw(partition, envelope.encode())
 
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> list[str]:
+        """Publish every message on the confirm channel, then await all the confirms.
+
+        The publishes are started in order and take the channel's (FIFO) lock in that order,
+        so the broker receives them in order; the call returns when every one is confirmed and
+        raises the first error after all have settled (the others may be stored)."""
+        if not envelopes:
+            return []
+        import aio_pika
+
+        _, exchange = await self._publisher()
+        persistent = aio_pika.DeliveryMode.PERSISTENT
+        ids: list[str] = []
+        sends = []
+        for envelope in envelopes:
+            message_id = uuid.uuid4().hex
+            ids.append(message_id)
+            message = aio_pika.Message(
+                envelope.encode(), message_id=message_id, delivery_mode=persistent
+            )
+            routing_key = str(partition_for(envelope.key, self.partitions))
+            sends.append(asyncio.ensure_future(
+                exchange.publish(message, routing_key=routing_key, mandatory=True)
+            ))
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return ids
+
     async def publish_raw(self, partition: int, body: bytes) -> str:
         if not 0 <= partition < self.partitions:
             raise ValueError(f"partition {partition} out of range 0..{self.partitions - 1}")

@@ -2,6 +2,8 @@
 
 * Streams ``ws-events.<p>`` and the group ``workers`` are created (MKSTREAM, id ``0``) by
   ``setup()``, which every method runs once lazily; call it eagerly to fail fast at startup.
+* ``publish_many`` runs the same XADDs as ``publish`` through a Lua script, one call per 100
+  messages, the calls pipelined: one round trip, half the client CPU of a pipeline of XADDs.
 * ``fetch`` is one XREADGROUP ``>`` over every partition stream. Redis applies COUNT per
   stream, so ``fetch`` asks for ``ceil(count / partitions)`` per stream and may return up to
   ``partitions - 1`` messages more than ``count``.
@@ -49,6 +51,17 @@ if TYPE_CHECKING:
 _BODY = b"body"
 _LAG_SCAN_MAX = 10_000  # bound of the XRANGE count used when Redis reports no ``lag``
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
+
+_PUBLISH_CHUNK = 100  # messages per script call of ``publish_many``
+# KEYS: the partition stream of each message. ARGV: the bodies, in the same order. Returns the
+# ids joined by spaces: one bulk string parses far faster in redis-py than an array of them.
+_PUBLISH_MANY_LUA = """
+local ids = {}
+for i = 1, #KEYS do
+    ids[i] = redis.call('XADD', KEYS[i], '*', 'body', ARGV[i])
+end
+return table.concat(ids, ' ')
+"""
 
 # KEYS: partition stream, DLQ stream. ARGV: group, message id, then the DLQ entry's fields.
 _DEAD_LETTER_LUA = """
@@ -131,6 +144,7 @@ class RedisStreamsBus:
         self._cursors = ["0-0"] * partitions
         self._next_reclaim = 0
         self._dead_letter = self._redis.register_script(_DEAD_LETTER_LUA)
+        self._publish_many = self._redis.register_script(_PUBLISH_MANY_LUA)
         self._slots = SlotReader(self)
         self._ready = False
         self._setup_lock = asyncio.Lock()
@@ -157,6 +171,37 @@ class RedisStreamsBus:
     async def publish(self, envelope: Envelope) -> str:
         partition = partition_for(envelope.key, self.partitions)
         return await self.publish_raw(partition, envelope.encode())
+
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> list[str]:
+        """The XADDs ``publish`` would send (same streams, same field), run by a Lua script per
+        ``_PUBLISH_CHUNK`` messages, the scripts pipelined: one round trip, one reply per chunk
+        (the ids joined by spaces). Half the client CPU per message of a pipeline of XADDs
+        (redis-py packs and parses each command separately). Redis runs each script without
+        interleaving other clients (about 0.2 ms for 100 order updates here), hence the chunks. An
+        error stops a script; what was added before stays (a retry may duplicate it)."""
+        if not envelopes:
+            return []
+        await self._ensure()
+        streams, partitions = self._streams, self.partitions
+        keys = [streams[partition_for(env.key, partitions)] for env in envelopes]
+        bodies = [env.encode() for env in envelopes]
+        if len(keys) <= _PUBLISH_CHUNK:
+            return _text(await self._publish_many(keys=keys, args=bodies)).split(" ")
+        from redis.exceptions import NoScriptError
+
+        try:
+            replies = await self._publish_chunks(keys, bodies)
+        except NoScriptError:  # Redis restarted or SCRIPT FLUSH: no script ran; load it
+            await self._redis.script_load(_PUBLISH_MANY_LUA)
+            replies = await self._publish_chunks(keys, bodies)
+        return [entry_id for reply in replies for entry_id in _text(reply).split(" ")]
+
+    async def _publish_chunks(self, keys: list[str], bodies: list[bytes]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for i in range(0, len(keys), _PUBLISH_CHUNK):
+            chunk = keys[i:i + _PUBLISH_CHUNK]
+            pipe.evalsha(self._publish_many.sha, len(chunk), *chunk, *bodies[i:i + _PUBLISH_CHUNK])
+        return list(await pipe.execute())
 
     async def publish_raw(self, partition: int, body: bytes) -> str:
         if not 0 <= partition < self.partitions:
@@ -196,6 +241,20 @@ class RedisStreamsBus:
 
     async def ack(self, message: Message) -> None:
         await self._redis.xack(self._streams[message.partition], self.group, message.id)
+
+    async def ack_many(self, messages: Sequence[Message]) -> None:
+        """One XACK per partition (every id of it), all in one pipelined round trip."""
+        by_partition: dict[int, list[str]] = defaultdict(list)
+        for message in messages:
+            by_partition[message.partition].append(message.id)
+        if len(by_partition) == 1:
+            (partition, ids), = by_partition.items()
+            await self._redis.xack(self._streams[partition], self.group, *ids)
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for partition, ids in by_partition.items():
+                pipe.xack(self._streams[partition], self.group, *ids)
+            await pipe.execute()
 
     async def dead_letter(self, message: Message, letter: DeadLetter) -> None:
         await self._ensure()

@@ -6,6 +6,7 @@ of the process loses nothing that ``publish`` returned for: the row is committed
 * Table ``messages``: one row per stored message. ``consumer IS NULL`` = never handed out;
   otherwise the row is pending with ``consumer``, ``delivered_at`` (wall-clock ms, so it means
   the same after a restart) and ``deliveries``. ``ack`` deletes the row: nothing to trim.
+* ``publish_many`` inserts the batch in one transaction (one commit): all rows or none.
 * ``fetch`` selects the oldest undelivered rows (publish order, which keeps per-partition
   order) and marks them delivered in one ``BEGIN IMMEDIATE`` transaction, so two processes on
   the same file never receive the same row.
@@ -68,6 +69,7 @@ CREATE TABLE IF NOT EXISTS dlq (
 );
 CREATE TABLE IF NOT EXISTS control (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_ACK_CHUNK = 500  # ids per DELETE of ack_many (below SQLite's bound-parameter limit)
 _DLQ_COLUMNS = (
     "id, original_id, partition, body, attempts, error, error_type, first_failed_ms,"
     " last_failed_ms, extra"
@@ -178,6 +180,21 @@ class SqliteBus:
         self._published.set()
         return message_id
 
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> list[str]:
+        """One transaction (one commit) for the whole batch: all stored or none."""
+        if not envelopes:
+            return []
+        partitions = self.partitions
+        rows = [(partition_for(env.key, partitions), env.encode()) for env in envelopes]
+        sql = "INSERT INTO messages (partition, body) VALUES (?, ?)"
+
+        def insert(conn: sqlite3.Connection) -> list[str]:
+            return [str(conn.execute(sql, row).lastrowid) for row in rows]
+
+        ids = await self._run(insert, tx=True)
+        self._published.set()
+        return ids
+
     async def fetch(
         self, consumer: str, count: int, block_ms: int,
         partitions: Collection[int] | None = None,
@@ -216,6 +233,20 @@ class SqliteBus:
         if row_id is not None:
             sql = "DELETE FROM messages WHERE id = ?"
             await self._run(lambda conn: conn.execute(sql, (row_id,)))
+
+    async def ack_many(self, messages: Sequence[Message]) -> None:
+        """Delete every acked row in one statement (one trip to the bus thread)."""
+        ids = [i for m in messages if (i := _int_id(m.id)) is not None]
+
+        def delete(conn: sqlite3.Connection) -> None:
+            for start in range(0, len(ids), _ACK_CHUNK):
+                chunk = ids[start:start + _ACK_CHUNK]
+                conn.execute(
+                    f"DELETE FROM messages WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+                )
+
+        if ids:
+            await self._run(delete, tx=len(ids) > _ACK_CHUNK)
 
     async def dead_letter(self, message: Message, letter: DeadLetter) -> None:
         """Insert the DLQ row and delete the original in one transaction."""

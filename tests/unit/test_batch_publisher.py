@@ -1,0 +1,226 @@
+"""BatchPublisher: submitted envelopes reach the bus in submission order, none is lost even when
+the bus fails, batches form by themselves while one is in flight, a full FIFO pushes back on
+``submit``, ``flush``/``close`` wait until everything is on the bus.
+
+The bus is the in-memory ``EmbeddedBus``; ``Gated`` wraps its ``publish_many`` to hold a batch
+in flight or to fail a given number of calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+
+from tradewire.bus.base import Envelope
+from tradewire.bus.embedded import EmbeddedBus
+from tradewire.streams.publisher import BatchPublisher
+
+
+def envelope(seq: int, account_id: int = 1, symbol: str = "BTCUSDT") -> Envelope:
+    return Envelope(
+        event_id=f"ev-{account_id}-{seq}", account_id=account_id, user_id=account_id,
+        symbol=symbol, received_ms=1_767_000_000_000 + seq, event={"seq": seq},
+    )
+
+
+class Gated:
+    """``bus.publish_many`` that fails the first ``fail`` calls and, when ``gate`` is cleared,
+    holds each call in flight until it is set again."""
+
+    def __init__(self, bus: EmbeddedBus, fail: int = 0) -> None:
+        self.bus = bus
+        self.fail = fail
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.calls: list[int] = []  # size of every call, failed ones included
+        self.entered = asyncio.Event()
+
+    async def __call__(self, envelopes: Sequence[Envelope]) -> list[str]:
+        self.calls.append(len(envelopes))
+        self.entered.set()
+        await self.gate.wait()
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("bus down")
+        return await self.bus.publish_many(envelopes)
+
+
+async def consumed(bus: EmbeddedBus) -> list[int]:
+    """Sequence numbers of everything on the bus, per partition fetch order (one key here)."""
+    out: list[int] = []
+    while batch := await bus.fetch("c", 1000, 0):
+        out += [Envelope.decode(m.body).event["seq"] for m in batch]
+    return out
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def bus() -> EmbeddedBus:
+    return EmbeddedBus(partitions=4)
+
+
+@pytest.fixture
+async def running(bus: EmbeddedBus) -> AsyncIterator[tuple[BatchPublisher, Gated]]:
+    gated = Gated(bus)
+    publisher = BatchPublisher(gated, max_batch=50, max_pending=200, retry_initial_s=0.001)
+    task = asyncio.create_task(publisher.run())
+    yield publisher, gated
+    gated.gate.set()
+    await publisher.close()
+    await task
+
+
+async def test_order_is_kept_and_nothing_is_lost_across_failures(bus: EmbeddedBus) -> None:
+    """2,000 envelopes, the bus fails the first five calls: every envelope arrives exactly once,
+    in submission order, and the counters say so."""
+    gated = Gated(bus, fail=5)
+    seen: list[float] = []
+    publisher = BatchPublisher(
+        gated, max_batch=64, max_pending=500, retry_initial_s=0.001, observe=seen.append
+    )
+    task = asyncio.create_task(publisher.run())
+    for seq in range(2_000):
+        await publisher.submit(envelope(seq))
+    await publisher.flush()
+    assert await consumed(bus) == list(range(2_000))
+    assert publisher.published == 2_000 and publisher.pending == 0
+    assert publisher.failures == 5
+    assert publisher.batches == len(gated.calls) - 5
+    assert max(gated.calls) <= 64
+    assert gated.calls[:6] == [gated.calls[0]] * 6  # the failed batch is retried as it was
+    assert len(seen) == 2_000 and min(seen) >= 0
+    await publisher.close()
+    await task
+
+
+async def test_per_key_order_holds_across_many_keys(bus: EmbeddedBus) -> None:
+    """Interleaved keys: each key's envelopes come out of its partition in submission order."""
+    publisher = BatchPublisher(bus.publish_many, max_batch=7)
+    task = asyncio.create_task(publisher.run())
+    for seq in range(300):
+        await publisher.submit(envelope(seq, account_id=seq % 5, symbol=f"S{seq % 3}"))
+    await publisher.close()
+    await task
+    per_key: dict[str, list[int]] = {}
+    while batch := await bus.fetch("c", 1000, 0):
+        for message in batch:
+            env = Envelope.decode(message.body)
+            per_key.setdefault(env.key, []).append(env.event["seq"])
+    assert sum(len(v) for v in per_key.values()) == 300
+    assert all(seqs == sorted(seqs) for seqs in per_key.values())
+
+
+async def test_a_batch_accumulates_while_one_is_in_flight(
+    running: tuple[BatchPublisher, Gated], bus: EmbeddedBus
+) -> None:
+    """No fixed wait: a lone envelope is sent at once; what arrives while it is in flight is the
+    next batch (up to ``max_batch``), sent as soon as the first one is acked."""
+    publisher, gated = running
+    gated.gate.clear()
+    await publisher.submit(envelope(0))
+    await gated.entered.wait()
+    assert gated.calls == [1]
+    for seq in range(1, 121):
+        await publisher.submit(envelope(seq))
+    assert publisher.pending == 121
+    gated.gate.set()
+    await publisher.flush()
+    assert gated.calls == [1, 50, 50, 20]
+    assert await consumed(bus) == list(range(121))
+
+
+async def test_a_full_fifo_pushes_back_on_submit(running: tuple[BatchPublisher, Gated]) -> None:
+    """With ``max_pending`` envelopes not yet on the bus, ``submit`` waits; it resumes when a
+    batch is acked."""
+    publisher, gated = running
+    gated.gate.clear()
+    for seq in range(200):
+        await publisher.submit(envelope(seq))  # returns at once: below max_pending
+    blocked = asyncio.create_task(publisher.submit(envelope(200)))
+    await settle()
+    assert not blocked.done()
+    assert publisher.pending == 200
+    gated.gate.set()
+    await blocked
+    await publisher.flush()
+    assert publisher.published == 201
+
+
+async def test_flush_waits_for_queued_and_in_flight_envelopes(
+    running: tuple[BatchPublisher, Gated], bus: EmbeddedBus
+) -> None:
+    """``flush`` returns only once everything submitted before it is on the bus."""
+    publisher, gated = running
+    gated.gate.clear()
+    for seq in range(80):
+        await publisher.submit(envelope(seq))
+    flushing = asyncio.create_task(publisher.flush())
+    await settle()
+    assert not flushing.done()
+    assert await bus.undelivered() == 0
+    gated.gate.set()
+    await flushing
+    assert await bus.undelivered() == 80
+    await publisher.flush()  # nothing pending: returns at once
+
+
+async def test_close_sends_the_rest_and_refuses_new_envelopes(bus: EmbeddedBus) -> None:
+    """``close`` flushes and ends ``run``; afterwards ``submit`` raises. Without ``run``,
+    ``close`` sends the rest itself."""
+    publisher = BatchPublisher(bus.publish_many, max_batch=10)
+    task = asyncio.create_task(publisher.run())
+    await settle()  # run is waiting for work
+    for seq in range(25):
+        await publisher.submit(envelope(seq))
+    await publisher.close()
+    assert task.done()
+    assert await consumed(bus) == list(range(25))
+    with pytest.raises(RuntimeError):
+        await publisher.submit(envelope(99))
+
+    never_run = BatchPublisher(bus.publish_many, max_batch=10)
+    for seq in range(25):
+        await never_run.submit(envelope(seq))
+    await never_run.close()
+    assert never_run.published == 25 and never_run.batches == 3
+    assert await consumed(bus) == list(range(25))
+
+
+async def test_retry_delays_grow_to_the_cap_and_failures_are_logged(
+    bus: EmbeddedBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failed batches are retried after 0.1 s, doubling up to 5 s, forever; each failure is
+    logged with the error."""
+    delays: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        delays.append(seconds)
+
+    gated = Gated(bus, fail=9)
+    publisher = BatchPublisher(gated, sleep=no_sleep)
+    await publisher.submit(envelope(0))
+    with caplog.at_level(logging.WARNING, logger="tradewire.streams.publisher"):
+        await publisher.close()
+    assert delays == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0])
+    assert publisher.failures == 9 and publisher.published == 1
+    assert sum("publishing a batch failed" in r.getMessage() for r in caplog.records) == 9
+    assert await consumed(bus) == [0]
+
+
+async def test_run_twice_and_invalid_sizes_are_refused(bus: EmbeddedBus) -> None:
+    publisher = BatchPublisher(bus.publish_many)
+    task = asyncio.create_task(publisher.run())
+    await settle()
+    with pytest.raises(RuntimeError):
+        await publisher.run()
+    await publisher.close()
+    await task
+    with pytest.raises(ValueError):
+        BatchPublisher(bus.publish_many, max_batch=0)

@@ -1,0 +1,179 @@
+"""KeepaliveScheduler: every listenKey is extended within the interval, the extensions are spread
+evenly over the window (no bursts, also after a takeover wave) and never exceed the rate cap.
+
+Pure: simulated time in epoch ms, ``due`` called once per simulated second, each key handed out
+is extended at once (the PUT succeeds) unless a test says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from tradewire.streams.keepalive import KeepaliveScheduler
+
+T0 = 1_767_000_000_000
+INTERVAL_MS = 30 * 60 * 1000
+WINDOW_MS = 10_000
+
+
+class Run:
+    """Drives a scheduler second by second; records every PUT and every key's longest gap."""
+
+    def __init__(self, scheduler: KeepaliveScheduler) -> None:
+        self.scheduler = scheduler
+        self.now = T0
+        self.last: dict[int, int] = {}
+        self.longest_gap = 0
+        self.puts: list[int] = []  # time of every PUT
+
+    def add(self, ids: range) -> None:
+        for account_id in ids:
+            self.scheduler.add(account_id, self.now)
+            self.last[account_id] = self.now
+
+    def remove(self, account_id: int) -> None:
+        self.scheduler.remove(account_id)
+        del self.last[account_id]
+
+    def step(self, seconds: int = 1, *, succeed: bool = True) -> list[int]:
+        handed: list[int] = []
+        for _ in range(seconds):
+            self.now += 1000
+            for account_id in self.scheduler.due(self.now):
+                assert account_id in self.last, "a removed key was handed out"
+                handed.append(account_id)
+                self.puts.append(self.now)
+                if succeed:
+                    self.longest_gap = max(self.longest_gap, self.now - self.last[account_id])
+                    self.last[account_id] = self.now
+                    self.scheduler.extended(account_id, self.now)
+        return handed
+
+    def overdue_now(self) -> int:
+        """Keys whose last extension is older than the interval (none must ever be)."""
+        return sum(1 for last in self.last.values() if self.now - last > INTERVAL_MS)
+
+    def busiest_window(self, since_ms: int = T0) -> int:
+        """Most PUTs in any 10 s window (sliding, 1 s steps) after ``since_ms``."""
+        window: deque[int] = deque()
+        busiest = 0
+        for at in (t for t in self.puts if t > since_ms):
+            window.append(at)
+            while window[0] <= at - WINDOW_MS:
+                window.popleft()
+            busiest = max(busiest, len(window))
+        return busiest
+
+
+def even_rate(keys: int) -> float:
+    return keys / (INTERVAL_MS / 1000) * (WINDOW_MS / 1000)
+
+
+def test_keys_created_at_once_are_extended_in_time_and_evenly() -> None:
+    """5,000 keys created at the same instant, two hours: no key ever waits longer than the
+    interval between extensions, and no 10 s window carries more than twice the even rate."""
+    run = Run(KeepaliveScheduler(INTERVAL_MS, max_per_s=10))
+    run.add(range(5_000))
+    for _ in range(2 * 3600):
+        run.step()
+        assert run.overdue_now() == 0
+    assert run.longest_gap <= INTERVAL_MS
+    assert run.busiest_window() <= 2 * even_rate(5_000)
+    assert len(run.puts) >= 5_000 * 4  # two hours = four extensions per key at least
+    assert run.scheduler.late == 0
+
+
+def test_a_takeover_wave_joins_evenly() -> None:
+    """1,000 keys, then (a shard takeover) 1,000 more twenty minutes later: every key stays in
+    time, and once the second wave has been placed the PUTs are spread as for 2,000 keys."""
+    run = Run(KeepaliveScheduler(INTERVAL_MS, max_per_s=10))
+    run.add(range(1_000))
+    run.step(20 * 60)
+    assert run.busiest_window() <= 2 * even_rate(1_000)
+    wave = run.now
+    run.add(range(1_000, 2_000))
+    for _ in range(90 * 60):
+        run.step()
+        assert run.overdue_now() == 0
+    assert run.longest_gap <= INTERVAL_MS
+    assert run.busiest_window(since_ms=wave) <= 2 * even_rate(2_000)
+    loads = run.scheduler.slot_loads()
+    assert max(loads) - min(loads) <= 1
+
+
+def test_removed_keys_are_never_handed_out_and_free_their_slot() -> None:
+    """``remove`` forgets the key: it is not handed out again and its slot is free for the next
+    key added."""
+    scheduler = KeepaliveScheduler(INTERVAL_MS, max_per_s=10)
+    run = Run(scheduler)
+    run.add(range(100))
+    for account_id in range(0, 100, 2):
+        run.remove(account_id)  # Run.step asserts that no removed key is handed out
+    handed = run.step(2 * 3600)
+    assert set(handed) == set(range(1, 100, 2))
+    assert len(scheduler) == 50 and sum(scheduler.slot_loads()) == 50
+    scheduler.remove(12345)  # unknown: no-op
+
+
+def test_the_rate_cap_holds_when_everything_is_due() -> None:
+    """More keys than the cap allows (a tiny cap): ``due`` never hands out more than the token
+    bucket allows (one second's burst + the rate); the rest waits for the next calls."""
+    scheduler = KeepaliveScheduler(INTERVAL_MS, max_per_s=2)
+    run = Run(scheduler)
+    run.add(range(50))
+    run.now += INTERVAL_MS + 1_000  # everything is overdue (past its deadline) at once
+    first = scheduler.due(run.now)
+    assert len(first) == 2  # the burst: one second's worth
+    assert scheduler.due(run.now) == []
+    assert scheduler.next_due_ms() == run.now + 500  # the next token
+    handed_in_10s = run.step(10)
+    assert len(handed_in_10s) == 20  # 2/s
+    assert scheduler.late == 22  # handed out after their deadline: counted
+    assert len(set(first + handed_in_10s)) == 22  # the extended ones wait a whole period
+
+
+def test_a_failed_put_is_handed_out_again_after_retry_ms() -> None:
+    """A key handed out but never confirmed by ``extended`` comes back after ``retry_ms``."""
+    scheduler = KeepaliveScheduler(INTERVAL_MS, max_per_s=10, retry_ms=30_000)
+    scheduler.add(7, T0)
+    first_due = scheduler.next_due_ms()
+    assert first_due is not None and T0 < first_due <= T0 + INTERVAL_MS
+    assert scheduler.due(first_due - 1) == []
+    assert scheduler.due(first_due) == [7]  # the PUT fails: no extended()
+    assert scheduler.due(first_due + 29_999) == []
+    assert scheduler.due(first_due + 30_000) == [7]
+
+
+def test_an_early_extension_rephases_but_a_late_one_keeps_the_phase() -> None:
+    """Extended on time (or a little late): the next extension is one period after the due one.
+    Re-created early (a POST after an expiry): the next extension is not right away but at
+    least half an interval later, and never later than the interval."""
+    scheduler = KeepaliveScheduler(INTERVAL_MS, max_per_s=10)
+    scheduler.add(1, T0)
+    due = scheduler.next_due_ms()
+    assert due is not None
+    scheduler.extended(1, due + 2_000)  # served 2 s late
+    assert scheduler.next_due_ms() == due + scheduler.period_ms
+    early = due + scheduler.period_ms - 60_000  # one minute before its time
+    scheduler.extended(1, early)
+    again = scheduler.next_due_ms()
+    assert again is not None
+    assert early + INTERVAL_MS // 2 - scheduler.slack_ms <= again <= early + INTERVAL_MS
+    assert scheduler.deadline_ms(1) == early + INTERVAL_MS
+
+
+def test_first_extension_of_one_key_is_within_the_interval() -> None:
+    scheduler = KeepaliveScheduler(INTERVAL_MS, max_per_s=10)
+    for account_id, at in enumerate(range(T0, T0 + 3_600_000, 97_000)):
+        scheduler.add(account_id, at)
+        assert scheduler.deadline_ms(account_id) == at + INTERVAL_MS
+    assert scheduler.next_due_ms() is not None
+    assert KeepaliveScheduler(INTERVAL_MS, 10).next_due_ms() is None
+
+
+@pytest.mark.parametrize("args", [(5, 10.0), (INTERVAL_MS, 0.0)])
+def test_invalid_settings_are_refused(args: tuple[int, float]) -> None:
+    with pytest.raises(ValueError):
+        KeepaliveScheduler(*args)
