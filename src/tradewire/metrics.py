@@ -15,13 +15,28 @@ Metrics (``_total`` is added to counters by the exposition):
   ``ok``/``error``) and ``tradewire_event_age_seconds`` (``now - envelope.received_ms`` when the
   handler succeeds: socket-to-commit latency; synthetic and replayed events are not recorded,
   their ``received_ms`` is not a socket time) — recorded by ``instrument_handler``.
+* Streams layer (``tradewire.streams``; the ``streams`` process's metrics endpoint):
+  ``tradewire_stream_connections`` (open ``/private/stream`` sockets, or one-socket streams),
+  ``tradewire_stream_keys_per_connection{stat="max"|"mean"}``,
+  ``tradewire_stream_accounts{state}`` (accounts per ``AccountState``),
+  ``tradewire_stream_accounts_wanted`` / ``tradewire_stream_accounts_streaming`` (equal: every
+  account this pod owns is subscribed), ``tradewire_stream_accounts_blind``,
+  ``tradewire_stream_owned_shards``; counters ``tradewire_stream_reconnects_total``,
+  ``tradewire_stream_rotations_total``, ``tradewire_stream_rekeys_total``,
+  ``tradewire_stream_keepalives_total{outcome}`` (listenKey PUTs: ok/invalid/error),
+  ``tradewire_stream_listenkey_posts_total``, ``tradewire_stream_reconciliations_total{outcome}``,
+  ``tradewire_stream_synthetic_events_total``; and the histogram
+  ``tradewire_stream_publish_seconds`` (socket receipt -> bus ack, 0.1 ms .. 1 s buckets),
+  recorded by ``PublishTimer`` around the ``BatchPublisher``'s ``publish_many``, which also
+  counts ``tradewire_events_published_total``.
 
 Wiring guide for the lead:
 ``config.py``: ``metrics_port: int = 0`` (0 = no server) and ``metrics_host: str = "127.0.0.1"``.
 ``cli/roles.py``: ``worker`` -> ``handler = metrics.instrument_handler(processor.handle)``,
 ``consumer = Consumer.from_settings(rt.bus, handler, ...)``, ``metrics.watch_consumer(consumer)``;
-``streams_manager`` -> pass ``metrics.instrument_publish(rt.bus.publish)`` instead of
-``rt.bus.publish``.
+``streams_manager`` -> ``timer = metrics.PublishTimer()``,
+``BatchPublisher(timer.wrap(rt.bus.publish_many))`` and ``StreamsManager(..., timer=timer)``
+(done: the socket reader notes each envelope's receipt time).
 ``cli/commands.py``: in ``worker``/``streams``/``notifier`` call
 ``metrics.start_metrics_server(settings.metrics_port, settings.metrics_host)`` after
 ``open_runtime`` (``close()`` the result on exit), and in ``worker`` run
@@ -41,7 +56,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 from wsgiref.simple_server import WSGIServer
@@ -111,6 +126,73 @@ EVENT_AGE_SECONDS = Histogram(
     "tradewire_event_age_seconds",
     "From receipt on the exchange socket to successful processing (socket-to-commit).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+    registry=REGISTRY,
+)
+
+STREAM_CONNECTIONS = Gauge(
+    "tradewire_stream_connections", "Open user-data stream sockets of this process.",
+    registry=REGISTRY,
+)
+STREAM_KEYS_PER_CONNECTION = Gauge(
+    "tradewire_stream_keys_per_connection", "listenKeys subscribed per open connection.",
+    ["stat"], registry=REGISTRY,
+)
+STREAM_ACCOUNTS = Gauge(
+    "tradewire_stream_accounts", "Accounts of this process per stream state.", ["state"],
+    registry=REGISTRY,
+)
+STREAM_WANTED = Gauge(
+    "tradewire_stream_accounts_wanted", "Active accounts in the shards this process owns.",
+    registry=REGISTRY,
+)
+STREAM_STREAMING = Gauge(
+    "tradewire_stream_accounts_streaming",
+    "Accounts whose listenKey is subscribed on an open connection.", registry=REGISTRY,
+)
+STREAM_BLIND = Gauge(
+    "tradewire_stream_accounts_blind", "Accounts whose stream is known not to deliver.",
+    registry=REGISTRY,
+)
+STREAM_OWNED_SHARDS = Gauge(
+    "tradewire_stream_owned_shards", "Virtual shards of accounts this process owns.",
+    registry=REGISTRY,
+)
+STREAM_RECONNECTS = Counter(
+    "tradewire_stream_reconnects", "Connections reopened after being dropped or found blind.",
+    registry=REGISTRY,
+)
+STREAM_ROTATIONS = Counter(
+    "tradewire_stream_rotations", "Connections replaced before the exchange's 24 h cut.",
+    registry=REGISTRY,
+)
+STREAM_REKEYS = Counter(
+    "tradewire_stream_rekeys", "listenKeys replaced (expired, keepalive refused, missing).",
+    registry=REGISTRY,
+)
+STREAM_KEEPALIVES = Counter(
+    "tradewire_stream_keepalives", "listenKey keepalive PUTs by outcome.", ["outcome"],
+    registry=REGISTRY,
+)
+STREAM_LISTENKEY_POSTS = Counter(
+    "tradewire_stream_listenkey_posts", "listenKey POSTs (new keys).", registry=REGISTRY,
+)
+STREAM_RECONCILIATIONS = Counter(
+    "tradewire_stream_reconciliations", "REST reconciliations after a gap, by outcome.",
+    ["outcome"], registry=REGISTRY,
+)
+STREAM_SYNTHETIC = Counter(
+    "tradewire_stream_synthetic_events", "Synthetic events published by reconciliation.",
+    registry=REGISTRY,
+)
+for _outcome in ("ok", "invalid", "error"):  # every series present from the start (rates)
+    STREAM_KEEPALIVES.labels(outcome=_outcome)
+for _outcome in ("ok", "error"):
+    STREAM_RECONCILIATIONS.labels(outcome=_outcome)
+STREAM_PUBLISH_SECONDS = Histogram(
+    "tradewire_stream_publish_seconds",
+    "From receipt of a frame on the exchange socket to the bus acknowledging its envelope.",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+             0.5, 1.0),
     registry=REGISTRY,
 )
 
@@ -244,6 +326,36 @@ def instrument_publish(
         return result
 
     return metered
+
+
+PublishMany = Callable[[Sequence[Envelope]], Awaitable[T]]
+
+
+class PublishTimer:
+    """Socket receipt -> bus ack per envelope, into ``tradewire_stream_publish_seconds``.
+
+    The socket reader calls ``received(envelope, time.perf_counter())`` before handing the
+    envelope on; ``wrap(publish_many)`` observes, when a batch is acknowledged, every envelope
+    of it that was noted (synthetic ones are not), and counts the batch as published."""
+
+    def __init__(self) -> None:
+        self._started: dict[int, float] = {}  # id(envelope) -> perf_counter at receipt
+
+    def received(self, envelope: Envelope, at: float) -> None:
+        self._started[id(envelope)] = at
+
+    def wrap(self, publish_many: PublishMany[T]) -> PublishMany[T]:
+        async def timed(envelopes: Sequence[Envelope]) -> T:
+            result = await publish_many(envelopes)
+            now = time.perf_counter()
+            for envelope in envelopes:
+                started = self._started.pop(id(envelope), None)
+                if started is not None:
+                    STREAM_PUBLISH_SECONDS.observe(max(0.0, now - started))
+            PUBLISHED.inc(len(envelopes))
+            return result
+
+        return timed
 
 
 # -- exposition ----------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from tradewire.exchange.event_ids import event_id
 from tradewire.exchange.wire_rest import OrderResponse
 from tradewire.simulator import Engine, SimulatorServer
 from tradewire.streams.account_stream import AccountStream, Publisher
-from tradewire.streams.manager import StreamsManager
+from tradewire.streams.manager import AccountSpec, StreamOptions, StreamsManager
+from tradewire.streams.publisher import BatchPublisher
 from tradewire.streams.session import AccountRef
 
 pytestmark = pytest.mark.timeout(20)
@@ -389,39 +390,53 @@ async def test_keepalives_extend_the_listen_key_past_its_first_hour(
 # --- the manager -------------------------------------------------------------------------------
 
 
-async def test_sync_starts_streams_for_new_accounts_and_stops_removed_ones(
-    exchange: Exchange, alice: Trader, bus: EmbeddedBus
+class Listed:
+    """An in-memory ``AccountDirectory`` listing some of the traders."""
+
+    def __init__(self) -> None:
+        self.accounts: list[tuple[AccountRef, ExchangeClient]] = []
+
+    async def listing(self) -> list[AccountSpec]:
+        return [AccountSpec(ref.account_id, ref.user_id, "v1") for ref, _ in self.accounts]
+
+    def client(self, spec: AccountSpec) -> ExchangeClient:
+        return next(client for ref, client in self.accounts if ref.account_id == spec.account_id)
+
+
+@pytest.mark.parametrize("keys_per_connection", [1, 200])
+async def test_the_manager_starts_streams_for_new_accounts_and_stops_removed_ones(
+    exchange: Exchange, alice: Trader, bus: EmbeddedBus, keys_per_connection: int
 ) -> None:
-    """``sync()`` starts a stream for an account that appears in the accounts source and stops
-    the stream of an account that is no longer listed."""
+    """An account that appears in the listing starts streaming, one no longer listed stops
+    (in both modes: one socket per account, and many keys per ``/private/stream`` socket)."""
     bob = await exchange.new_trader()
-    listed = [(ALICE, alice.client)]
-
-    async def accounts() -> list[tuple[AccountRef, ExchangeClient]]:
-        return list(listed)
-
-    manager = StreamsManager(accounts, bus.publish, exchange.sim.ws_url, exchange.clock)
+    listed = Listed()
+    listed.accounts = [(ALICE, alice.client)]
+    options = StreamOptions(keys_per_connection=keys_per_connection, refresh_s=0.05,
+                            tick_s=0.02)
+    manager = StreamsManager(listed, BatchPublisher(bus.publish_many), exchange.sim.ws_url,
+                             exchange.clock, options=options)
+    stop = asyncio.Event()
+    task = asyncio.create_task(manager.run(stop))
     try:
-        await manager.sync()
-        await manager.wait_connected(timeout_s=5)
-        assert set(manager.streams) == {ALICE.account_id}
+        await manager.wait_streaming(timeout_s=5, at_least=1)
         assert await exchange.listening(alice) == 1
 
-        listed[:] = [(BOB, bob.client)]
-        await manager.sync()
-        await manager.wait_connected(timeout_s=5)
-        assert set(manager.streams) == {BOB.account_id}
+        listed.accounts = [(BOB, bob.client)]
         await until(lambda: _listening_is(exchange, alice, 0))
-        assert await exchange.listening(bob) == 1
+        await until(lambda: _listening_is(exchange, bob, 1))
+        status = await manager.wait_streaming(timeout_s=5, at_least=1)
+        assert status["wanted"] == 1
 
         await bob.market_buy()
         envelopes = await take(bus, 4)
     finally:
-        await manager.close()
+        stop.set()
+        await asyncio.wait_for(task, 10)
 
     assert kinds(envelopes) == ORDER_EVENTS
     assert {(e.account_id, e.user_id) for e in envelopes} == {(8, 43)}
-    assert manager.streams == {}
+    assert manager.status()["wanted"] == 0
 
 
 async def _listening_is(exchange: Exchange, trader: Trader, count: int) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 
 from tradewire import metrics
 from tradewire.api.app import create_app
@@ -14,16 +14,16 @@ from tradewire.api.deps import ApiDeps
 from tradewire.bus.consumer import Consumer
 from tradewire.bus.ownership import create_ownership
 from tradewire.config import operator_token
-from tradewire.exchange.client import ExchangeClient
 from tradewire.intake.service import create_intake_service
 from tradewire.logging import log
 from tradewire.notify.notifier import Notifier
 from tradewire.processor.worker import EventProcessor
 from tradewire.runtime import Runtime
 from tradewire.serving import BackgroundServer
-from tradewire.store import users
-from tradewire.streams.manager import StreamsManager
-from tradewire.streams.session import AccountRef
+from tradewire.streams.manager import StoreDirectory, StreamOptions, StreamsManager
+from tradewire.streams.publisher import BatchPublisher
+from tradewire.streams.reconcile import Reconciler
+from tradewire.streams.shards import create_shards
 from tradewire.trading.execute import Executor
 
 logger = logging.getLogger("tradewire")
@@ -44,18 +44,19 @@ def api_server(rt: Runtime, host: str | None = None, port: int | None = None) ->
 
 
 def streams_manager(rt: Runtime, *, refresh_s: float = 2.0) -> StreamsManager:
-    async def accounts() -> Sequence[tuple[AccountRef, ExchangeClient]]:
-        async with rt.sessions() as session:
-            found = await users.active_accounts(session, rt.box)
-        pool = rt.pool
-        return [
-            (AccountRef(a.account_id, a.user_id), pool.get(a.account_id, a.api_key, a.api_secret))
-            for a in found
-        ]
-
+    """The streams role: accounts from the database (decrypted only when new or changed),
+    envelopes through one ``BatchPublisher`` in front of ``bus.publish_many`` (timed socket ->
+    bus ack into ``tradewire_stream_publish_seconds``), shard ownership from
+    ``create_shards`` (``LocalShards``: every shard), REST reconciliation after gaps."""
+    settings = rt.settings
+    timer = metrics.PublishTimer()
+    publisher = BatchPublisher(timer.wrap(rt.bus.publish_many))
     return StreamsManager(
-        accounts, metrics.instrument_publish(rt.bus.publish), rt.settings.ws_base_url, rt.clock,
-        refresh_s=refresh_s, keepalive_s=rt.settings.keepalive_interval_s,
+        StoreDirectory(rt.sessions, rt.box, rt.pool), publisher, settings.ws_base_url, rt.clock,
+        options=StreamOptions.from_settings(settings, refresh_s=refresh_s),
+        shards=create_shards(settings), timer=timer,
+        reconciler=Reconciler(rt.sessions, clock=rt.clock,
+                              concurrency=settings.reconcile_concurrency),
     )
 
 

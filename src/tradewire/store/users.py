@@ -130,6 +130,35 @@ async def active_accounts(session: AsyncSession, box: SecretBox) -> list[Account
     return await subscribed_accounts(session, box, None)
 
 
+@dataclass(frozen=True, repr=False)
+class StreamAccountRow:
+    """An active account as the streams layer lists it: nothing decrypted (the secret stays
+    the stored ciphertext until the account is actually started)."""
+
+    account_id: int
+    user_id: int
+    api_key: str
+    api_secret_enc: str
+
+    def __repr__(self) -> str:
+        return (f"StreamAccountRow(account_id={self.account_id}, user_id={self.user_id}, "
+                f"api_key={mask(self.api_key)!r})")
+
+
+async def stream_accounts(session: AsyncSession) -> list[StreamAccountRow]:
+    """Active accounts of active users, cheaply (one query, no decryption): the streams
+    manager re-reads this every couple of seconds and decrypts only new or changed ones."""
+    query = (
+        select(ExchangeAccount.id, ExchangeAccount.user_id, ExchangeAccount.api_key,
+               ExchangeAccount.api_secret_enc)
+        .join(User, User.id == ExchangeAccount.user_id)
+        .where(User.active.is_(True), ExchangeAccount.active.is_(True))
+        .order_by(ExchangeAccount.id)
+    )
+    rows = await session.execute(query)
+    return [StreamAccountRow(int(a), int(u), str(k), str(e)) for a, u, k, e in rows]
+
+
 def _credentials_query() -> Select[ExchangeAccount, User]:
     return select(ExchangeAccount, User).join(User, User.id == ExchangeAccount.user_id)
 

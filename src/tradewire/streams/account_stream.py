@@ -18,11 +18,16 @@ from websockets.exceptions import WebSocketException
 
 from tradewire.bus.base import Envelope
 from tradewire.clock import Clock
-from tradewire.errors import ExchangeError, ListenKeyInvalid, PermanentError
+from tradewire.errors import ExchangeError, ListenKeyInvalid
 from tradewire.exchange.client import ExchangeClient
-from tradewire.exchange.event_ids import canonical_json, event_id, event_symbol
 from tradewire.logging import bind, log
-from tradewire.streams.session import AccountRef, KeyExpired, Publish, UserStreamSession
+from tradewire.streams.session import (
+    AccountRef,
+    KeyExpired,
+    Publish,
+    UserStreamSession,
+    make_envelope,
+)
 
 logger = logging.getLogger("tradewire.streams")
 
@@ -109,19 +114,7 @@ class AccountStream:
         return rekey
 
     async def _publish(self, payload: dict[str, Any]) -> None:
-        try:
-            eid = event_id(self.account.account_id, payload)
-        except PermanentError as exc:  # JSON, but not an event we can identify: keep it whole
-            payload = {"e": "MALFORMED", "reason": str(exc), "raw": canonical_json(payload)}
-            eid = event_id(self.account.account_id, payload)
-        envelope = Envelope(
-            event_id=eid,
-            account_id=self.account.account_id,
-            user_id=self.account.user_id,
-            symbol=event_symbol(payload),
-            received_ms=self.clock.now_ms(),
-            event=payload,
-        )
+        envelope = make_envelope(self.account, payload, self.clock.now_ms())
         delay = 0.1
         while True:  # never drop an event because the bus is briefly unavailable
             try:

@@ -12,6 +12,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from tradewire.bus.base import Envelope
+from tradewire.errors import PermanentError
+from tradewire.exchange.event_ids import canonical_json, event_id, event_symbol
+
 
 @dataclass(frozen=True)
 class AccountRef:
@@ -33,8 +37,12 @@ class KeyExpired:
 
 @dataclass(frozen=True)
 class ControlReply:
+    """The answer to a control message: ``result`` on success, ``error`` (the exchange's
+    ``{"code", "msg"}``) when it was refused."""
+
     request_id: int
     result: Any
+    error: dict[str, Any] | None = None
 
 
 Action = Publish | KeyExpired | ControlReply
@@ -53,6 +61,9 @@ class UserStreamSession:
     def remove(self, listen_key: str) -> None:
         self._routes.pop(listen_key, None)
 
+    def __contains__(self, listen_key: object) -> bool:
+        return listen_key in self._routes
+
     @property
     def keys(self) -> list[str]:
         return list(self._routes)
@@ -66,13 +77,23 @@ class UserStreamSession:
             return self._malformed(text, "not JSON")
         if not isinstance(message, dict):
             return self._malformed(text, "not a JSON object")
-        if "id" in message and "result" in message:
-            return [ControlReply(int(message["id"]), message["result"])]
+        if "id" in message and ("result" in message or "code" in message):
+            return self._reply(message)
         if "stream" in message and isinstance(message.get("data"), dict):
             key = str(message["stream"]).split("@", 1)[0]
             return self._event(self._routes.get(key), key, message["data"])
         key = next(iter(self._routes), "")
         return self._event(self._routes.get(key), key, message)
+
+    def _reply(self, message: dict[str, Any]) -> list[Action]:
+        try:
+            request_id = int(message["id"])
+        except (TypeError, ValueError):
+            return []  # not one of ours (we only send integer ids)
+        if "result" in message:
+            return [ControlReply(request_id, message["result"])]
+        error = {"code": message.get("code"), "msg": message.get("msg")}
+        return [ControlReply(request_id, None, error)]
 
     def _event(self, account: AccountRef | None, key: str, payload: dict[str, Any]) -> list[Action]:
         if account is None:
@@ -88,3 +109,25 @@ class UserStreamSession:
         if account is None:
             return []
         return [Publish(account, {"e": "MALFORMED", "reason": why, "raw": raw[:10_000]})]
+
+
+def make_envelope(
+    account: AccountRef, payload: dict[str, Any], received_ms: int, *, synthetic: bool = False
+) -> Envelope:
+    """The bus envelope of one payload: its stable event id, symbol and receipt time. A JSON
+    payload that is not an event we can identify is kept whole as ``MALFORMED`` (it ends,
+    visibly, in the dead-letter queue)."""
+    try:
+        eid = event_id(account.account_id, payload)
+    except PermanentError as exc:
+        payload = {"e": "MALFORMED", "reason": str(exc), "raw": canonical_json(payload)}
+        eid = event_id(account.account_id, payload)
+    return Envelope(
+        event_id=eid,
+        account_id=account.account_id,
+        user_id=account.user_id,
+        symbol=event_symbol(payload),
+        received_ms=received_ms,
+        event=payload,
+        synthetic=synthetic,
+    )

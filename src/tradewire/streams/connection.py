@@ -1,0 +1,398 @@
+"""``MuxConnection``: one ``/private/stream`` socket carrying many accounts' listenKeys.
+
+The manager decides which keys a connection carries; the connection only talks to the
+exchange (reference §3.2, §3.3):
+
+* ``subscribe(key, account)`` routes the key's frames to the account at once and queues the key
+  for a ``SUBSCRIBE``; queued keys leave in batches of ``subscribe_batch`` and every control
+  message (``SUBSCRIBE``, ``UNSUBSCRIBE``, ``LIST_SUBSCRIPTIONS``) waits its turn so that at most
+  ``control_msgs_per_s`` leave per second (the exchange disconnects above 10). The returned
+  future resolves when the reply with the message's id confirms the key, and fails with
+  ``ControlRefused`` / ``MuxClosed`` otherwise.
+* The reader turns every frame into an ``Envelope`` (``session.make_envelope``: stable event id,
+  ``MALFORMED`` for what cannot be identified) and hands it to ``submit`` (the
+  ``BatchPublisher``: it awaits only when the publisher is full, never a bus round trip).
+* Liveness: ``last_frame_ms`` (clock time of the last data frame or server ping; control
+  replies do not count: they flow even when events do not), ``frames``;
+  the manager keeps per-account last event times in the shared ``activity`` dict. Client pings
+  (``ping_interval_s`` / ``ping_timeout_s``) close a socket whose peer stopped answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
+
+from tradewire.bus.base import Envelope
+from tradewire.clock import Clock
+from tradewire.logging import log
+from tradewire.streams.session import (
+    AccountRef,
+    ControlReply,
+    KeyExpired,
+    Publish,
+    UserStreamSession,
+    make_envelope,
+)
+
+logger = logging.getLogger("tradewire.streams")
+
+Submit = Callable[[Envelope], Awaitable[Any]]
+OnExpired = Callable[[AccountRef, str], None]
+OnReceipt = Callable[[Envelope, float], None]
+
+
+class MuxClosed(ConnectionError):
+    """The connection closed before the request was answered."""
+
+
+class ControlRefused(RuntimeError):
+    """The exchange answered a control message with an error (``{"code", "msg"}``)."""
+
+
+class _Socket(ClientConnection):
+    """A client connection that reports incoming pings (server keepalives count as life)."""
+
+    on_ping: Callable[[], None] | None = None
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode is Opcode.PING and self.on_ping:
+            self.on_ping()
+        super().process_event(event)
+
+
+class MuxConnection:
+    """One combined user-data socket. ``open()`` once; after it closes, make a new one."""
+
+    def __init__(
+        self,
+        conn_id: int,
+        ws_base_url: str,
+        submit: Submit,
+        clock: Clock,
+        *,
+        subscribe_batch: int = 50,
+        control_msgs_per_s: float = 5.0,
+        ping_interval_s: float | None = 20.0,
+        ping_timeout_s: float | None = 20.0,
+        reply_timeout_s: float = 10.0,
+        open_timeout_s: float = 10.0,
+        activity: dict[int, int] | None = None,
+        on_expired: OnExpired | None = None,
+        on_receipt: OnReceipt | None = None,
+    ) -> None:
+        self.id = conn_id
+        self.url = f"{ws_base_url.rstrip('/')}/private/stream"
+        self.clock = clock
+        self.subscribe_batch = subscribe_batch
+        self.control_interval_s = 1.0 / control_msgs_per_s
+        self.ping_interval_s = ping_interval_s
+        self.ping_timeout_s = ping_timeout_s
+        self.reply_timeout_s = reply_timeout_s
+        self.open_timeout_s = open_timeout_s
+        self.activity = activity if activity is not None else {}
+        self._submit = submit
+        self._on_expired = on_expired
+        self._on_receipt = on_receipt
+        self.session = UserStreamSession()
+        self.opened_ms: int | None = None
+        self.last_frame_ms: int | None = None
+        self.frames = 0
+        self.pings = 0
+        self.data_frames = 0
+        self.published = 0
+        self.control_sent = 0
+        self.retiring = False  # closed on purpose (rotation, shutdown): not a drop
+        self.close_reason: BaseException | None = None
+        self._ws: _Socket | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+        self._ids = itertools.count(1)
+        self._replies: dict[int, asyncio.Future[ControlReply]] = {}
+        self._waiters: dict[str, asyncio.Future[None]] = {}  # key -> confirmed
+        self._subscribed: set[str] = set()
+        self._to_subscribe: list[str] = []
+        self._to_unsubscribe: list[str] = []
+        self._wake = asyncio.Event()
+        self._pace_lock = asyncio.Lock()
+        self._next_send = 0.0
+
+    def __repr__(self) -> str:
+        return f"MuxConnection(id={self.id}, keys={len(self.session.keys)})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect (one connection attempt; the caller acquired the budget for it)."""
+        ws = await connect(
+            self.url, max_size=2**22, ping_interval=self.ping_interval_s,
+            ping_timeout=self.ping_timeout_s, open_timeout=self.open_timeout_s,
+            create_connection=_Socket,
+        )
+        assert isinstance(ws, _Socket)
+        ws.on_ping = self._alive
+        self._ws = ws
+        self.opened_ms = self.last_frame_ms = self.clock.now_ms()
+        self._reader = asyncio.create_task(self._read(ws), name=f"mux-{self.id}-reader")
+        self._writer = asyncio.create_task(self._write(), name=f"mux-{self.id}-writer")
+
+    @property
+    def is_open(self) -> bool:
+        return self._ws is not None and not self._closed.is_set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def age_ms(self, now_ms: int) -> int:
+        return 0 if self.opened_ms is None else now_ms - self.opened_ms
+
+    def silent_ms(self, now_ms: int) -> int:
+        return 0 if self.last_frame_ms is None else now_ms - self.last_frame_ms
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def close(self) -> None:
+        """Close on purpose (not counted as a drop) and wait until the reader ended."""
+        self.retiring = True
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(), 5)
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._reader), 5)
+        self._shutdown(MuxClosed("closed"))
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    @property
+    def keys(self) -> list[str]:
+        """Every key routed on this connection (confirmed or not)."""
+        return self.session.keys
+
+    @property
+    def subscribed(self) -> int:
+        return len(self._subscribed)
+
+    def carries(self, key: str) -> bool:
+        """``key`` is confirmed subscribed here."""
+        return key in self._subscribed
+
+    def subscribe(self, key: str, account: AccountRef) -> asyncio.Future[None]:
+        """Route ``key`` to ``account`` and subscribe it (batched, paced); the future resolves
+        once the exchange confirmed it. Idempotent while pending or confirmed."""
+        loop = asyncio.get_running_loop()
+        if key in self._subscribed:
+            done: asyncio.Future[None] = loop.create_future()
+            done.set_result(None)
+            return done
+        waiter = self._waiters.get(key)
+        if waiter is not None and not waiter.done():
+            return waiter
+        waiter = loop.create_future()
+        if self._closed.is_set():
+            waiter.set_exception(MuxClosed("connection closed"))
+            waiter.exception()  # retrieved: nobody else needs to see it
+            return waiter
+        self.session.add(key, account)
+        self._waiters[key] = waiter
+        if key in self._to_unsubscribe:
+            self._to_unsubscribe.remove(key)
+        self._to_subscribe.append(key)
+        self._wake.set()
+        return waiter
+
+    def unsubscribe(self, key: str) -> None:
+        """Stop routing ``key`` at once; an ``UNSUBSCRIBE`` follows (fire and forget)."""
+        routed = key in self.session
+        self.session.remove(key)
+        waiter = self._waiters.pop(key, None)
+        if key in self._to_subscribe:
+            self._to_subscribe.remove(key)  # never sent
+        elif (routed or key in self._subscribed) and key not in self._to_unsubscribe:
+            self._to_unsubscribe.append(key)
+            self._wake.set()
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+        self._subscribed.discard(key)
+
+    def forget(self, key: str) -> None:
+        """The exchange no longer lists ``key``: treat it as not subscribed (routes stay)."""
+        self._subscribed.discard(key)
+
+    async def list_subscriptions(self) -> set[str]:
+        """``LIST_SUBSCRIPTIONS``: the keys the exchange has on this socket (bare keys)."""
+        reply = await self._request("LIST_SUBSCRIPTIONS", None)
+        result = reply.result if isinstance(reply.result, list) else []
+        return {str(item).split("@", 1)[0] for item in result}
+
+    # -- control messages --------------------------------------------------------------------
+
+    async def _request(self, method: str, params: list[str] | None) -> ControlReply:
+        """Send one control message in its turn and wait for its reply."""
+        future = await self._send_control(method, params)
+        return await future
+
+    async def _send_control(
+        self, method: str, params: list[str] | None
+    ) -> asyncio.Future[ControlReply]:
+        async with self._pace_lock:
+            loop = asyncio.get_running_loop()
+            wait = self._next_send - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next_send = max(loop.time(), self._next_send) + self.control_interval_s
+            ws = self._ws
+            if ws is None or self._closed.is_set():
+                raise MuxClosed("connection closed")
+            request_id = next(self._ids)
+            future: asyncio.Future[ControlReply] = loop.create_future()
+            self._replies[request_id] = future
+            message: dict[str, Any] = {"method": method, "id": request_id}
+            if params is not None:
+                message["params"] = params
+            try:
+                await ws.send(json.dumps(message, separators=(",", ":")))
+            except ConnectionClosed as exc:
+                self._replies.pop(request_id, None)
+                raise MuxClosed(str(exc)) from exc
+            self.control_sent += 1
+        loop.call_later(self.reply_timeout_s, self._expire_reply, request_id)
+        return future
+
+    def _expire_reply(self, request_id: int) -> None:
+        future = self._replies.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_exception(TimeoutError(f"no reply to control message {request_id}"))
+            future.exception()  # retrieved: a discarded request must not warn
+
+    async def _write(self) -> None:
+        """Send queued UNSUBSCRIBEs and SUBSCRIBEs in batches, paced."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._to_unsubscribe or self._to_subscribe:
+                if self._to_unsubscribe:
+                    batch = self._to_unsubscribe[: self.subscribe_batch]
+                    del self._to_unsubscribe[: len(batch)]
+                    with contextlib.suppress(MuxClosed):
+                        await self._send_control("UNSUBSCRIBE", batch)
+                    continue
+                batch = self._to_subscribe[: self.subscribe_batch]
+                del self._to_subscribe[: len(batch)]
+                try:
+                    future = await self._send_control("SUBSCRIBE", batch)
+                except MuxClosed:
+                    return
+                future.add_done_callback(functools.partial(self._confirm, batch))
+
+    def _confirm(self, keys: list[str], future: asyncio.Future[ControlReply]) -> None:
+        failure: BaseException | None
+        if future.cancelled():
+            failure = MuxClosed("connection closed")
+        else:
+            failure = future.exception()
+            if failure is None and future.result().error is not None:
+                failure = ControlRefused(str(future.result().error))
+        for key in keys:
+            waiter = self._waiters.get(key)
+            if waiter is None or waiter.done():
+                continue  # unsubscribed meanwhile
+            del self._waiters[key]
+            if failure is None:
+                self._subscribed.add(key)
+                waiter.set_result(None)
+            else:
+                self.session.remove(key)
+                waiter.set_exception(failure)
+
+    # -- the socket reader -------------------------------------------------------------------
+
+    @property
+    def heard(self) -> bool:
+        """A data frame or a server ping arrived since the socket opened."""
+        return self.data_frames > 0 or self.pings > 0
+
+    def _alive(self) -> None:
+        self.pings += 1
+        self.last_frame_ms = self.clock.now_ms()
+
+    async def _read(self, ws: _Socket) -> None:
+        reason: BaseException | None = None
+        try:
+            async for frame in ws:
+                await self._frame(frame)
+            reason = MuxClosed(f"closed by the exchange (code {ws.close_code})")
+        except ConnectionClosed as exc:
+            reason = MuxClosed(f"connection lost: {exc}")
+        except asyncio.CancelledError:
+            reason = MuxClosed("cancelled")
+            raise
+        except Exception as exc:  # a bug must not leave the socket half-alive
+            reason = exc
+            log(logger, logging.ERROR, "stream connection reader failed", connection=self.id,
+                error=repr(exc))
+            with contextlib.suppress(Exception):
+                await ws.close()
+        finally:
+            self._shutdown(reason)
+
+    async def _frame(self, frame: str | bytes) -> None:
+        started = time.perf_counter()
+        now = self.clock.now_ms()
+        self.frames += 1
+        actions = self.session.feed(frame)
+        if not actions or not all(isinstance(action, ControlReply) for action in actions):
+            self.last_frame_ms = now  # control replies prove nothing about the stream
+            self.data_frames += 1
+        for action in actions:
+            if isinstance(action, Publish):
+                envelope = make_envelope(action.account, action.payload, now)
+                self.activity[action.account.account_id] = now
+                if self._on_receipt is not None:
+                    self._on_receipt(envelope, started)
+                await self._submit(envelope)
+                self.published += 1
+            elif isinstance(action, KeyExpired):
+                if self._on_expired is not None:
+                    self._on_expired(action.account, action.listen_key)
+            else:
+                future = self._replies.pop(action.request_id, None)
+                if future is not None and not future.done():
+                    future.set_result(action)
+
+    def _shutdown(self, reason: BaseException | None) -> None:
+        if self._closed.is_set():
+            return
+        self.close_reason = reason
+        self._closed.set()
+        failure = MuxClosed(str(reason) if reason else "closed")
+        for future in list(self._replies.values()):
+            if not future.done():
+                future.set_exception(failure)
+                future.exception()
+        self._replies.clear()
+        for waiter in list(self._waiters.values()):
+            if not waiter.done():
+                waiter.set_exception(failure)
+                waiter.exception()  # a waiter nobody awaits must not warn
+        self._waiters.clear()
+        self._subscribed.clear()
+        self._to_subscribe.clear()
+        self._to_unsubscribe.clear()
+        if self._writer is not None:
+            self._writer.cancel()

@@ -1,0 +1,147 @@
+"""Pieces of the streams manager that need no exchange: the database listing (cheap, decrypts
+only new or changed accounts), the manager's account set under a changing listing, control
+replies, and the options taken from settings."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import update
+
+from tradewire.clock import ManualClock
+from tradewire.config import Settings
+from tradewire.store import users
+from tradewire.store.crypto import SecretBox
+from tradewire.store.db import create_engine_and_sessions, upgrade
+from tradewire.store.tables import ExchangeAccount
+from tradewire.streams.manager import (
+    AccountSpec,
+    StoreDirectory,
+    StreamOptions,
+    StreamsManager,
+)
+from tradewire.streams.session import ControlReply, UserStreamSession
+from tradewire.trading.clients import ClientPool
+
+
+class CountingBox(SecretBox):
+    def __init__(self, key: bytes) -> None:
+        super().__init__(key)
+        self.opened: Counter[str] = Counter()
+
+    def decrypt(self, token: str) -> str:
+        secret = super().decrypt(token)
+        self.opened[secret] += 1
+        return secret
+
+
+class NullPublisher:
+    async def submit(self, envelope: Any) -> None:
+        return None
+
+    async def flush(self) -> None:
+        return None
+
+    async def run(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_the_listing_decrypts_nothing_and_the_manager_only_new_or_changed(
+    tmp_path: Path
+) -> None:
+    """Every refresh lists the active accounts without decrypting; the manager decrypts an
+    account's secret once when it starts it, again only when its credentials change; a
+    disabled user's account leaves the listing."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    await upgrade(url)
+    engine, sessions = create_engine_and_sessions(url)
+    box = CountingBox(os.urandom(32))
+    try:
+        async with sessions() as session:
+            ann, _ = await users.create_user(session, box, name="ann", api_key="key-ann-123456",
+                                             api_secret="secret-ann")
+            bob, bob_account = await users.create_user(
+                session, box, name="bob", api_key="key-bob-123456", api_secret="secret-bob")
+            await session.commit()
+        async with httpx.AsyncClient() as http:
+            directory = StoreDirectory(sessions, box, ClientPool("http://sim", http))
+            manager = StreamsManager(
+                directory, NullPublisher(), "ws://sim", ManualClock(),
+                options=StreamOptions(keys_per_connection=1))
+            manager._start = lambda spec: manager._singles.__setitem__(  # type: ignore[method-assign]
+                spec.account_id, _FakeSingle(spec, directory))
+            for _ in range(3):
+                await manager.sync()
+            assert box.opened == Counter({"secret-ann": 1, "secret-bob": 1})
+            listed = await directory.listing()
+            assert [s.user_id for s in listed] == [ann.id, bob.id]
+            async with sessions() as session:
+                rows = await users.stream_accounts(session)
+            assert "secret" not in repr(rows)
+
+            async with sessions() as session:
+                await session.execute(update(ExchangeAccount).where(
+                    ExchangeAccount.id == bob_account.id).values(
+                    api_secret_enc=box.encrypt("secret-bob-2")))
+                await session.commit()
+            await manager.sync()
+            await manager.sync()
+            assert box.opened["secret-bob-2"] == 1 and box.opened["secret-ann"] == 1
+
+            async with sessions() as session:
+                await users.set_user_active(session, ann.id, False)
+                await session.commit()
+            await manager.sync()
+            assert set(manager._singles) == {bob_account.id}
+    finally:
+        await engine.dispose()
+
+
+class _FakeSingle:
+    def __init__(self, spec: AccountSpec, directory: StoreDirectory) -> None:
+        self.spec = spec
+        directory.client(spec)
+
+
+def test_error_replies_to_control_messages_are_replies_not_events() -> None:
+    """``{"code", "msg", "id"}`` answers a control message; it is never published as an
+    event of some account."""
+    session = UserStreamSession()
+    from tradewire.streams.session import AccountRef
+
+    session.add("key-a", AccountRef(1, 10))
+    [reply] = session.feed('{"code":2,"msg":"Invalid request: too many streams","id":7}')
+    assert reply == ControlReply(7, None, {"code": 2, "msg": "Invalid request: too many streams"})
+    assert session.feed('{"result":null,"id":"uuid-like"}') == []
+
+
+def test_options_come_from_the_settings() -> None:
+    settings = Settings(keys_per_connection=300, subscribe_batch=20, control_msgs_per_s=4,
+                        blind_after_s=120, listenkey_concurrency=3, stream_shards=64,
+                        _env_file=None)  # type: ignore[call-arg]
+    options = StreamOptions.from_settings(settings, refresh_s=0.5)
+    assert (options.keys_per_connection, options.subscribe_batch, options.control_msgs_per_s,
+            options.blind_after_s, options.listenkey_concurrency, options.stream_shards,
+            options.refresh_s) == (300, 20, 4, 120, 3, 64, 0.5)
+
+
+def test_status_of_an_idle_manager() -> None:
+    manager = StreamsManager(_Empty(), NullPublisher(), "ws://sim", ManualClock())
+    status = manager.status()
+    assert status["wanted"] == status["streaming"] == status["connections"] == 0
+    assert status["owned_shards"] == 256 and status["mode"] == "mux"
+
+
+class _Empty:
+    async def listing(self) -> list[AccountSpec]:
+        return []
+
+    def client(self, spec: AccountSpec) -> Any:
+        raise AssertionError("nothing to start")
