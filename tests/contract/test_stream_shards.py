@@ -153,6 +153,33 @@ async def test_graceful_stop_drains_until_the_new_owner_is_ready(url: str) -> No
         await until(lambda: all(a.ready_elsewhere(s) for s in leaving), timeout_s=3.0)
 
 
+async def test_a_released_shard_enters_draining_as_it_leaves_owned(url: str) -> None:
+    """Handing over (a pod joins) and stopping: at every step of the event loop, each shard
+    that leaves ``owned()`` is already in ``draining()`` (never seen lost in between, not even
+    for the release's round trip), and nothing is counted lost."""
+    async with pods(url, "a", "b") as (a, b):
+        await a.start()
+        gaps: list[int] = []
+        had = set(a.owned())
+
+        async def sample() -> None:
+            while True:
+                owned = a.owned()
+                gaps.extend(had - owned - set(a.draining()))
+                await asyncio.sleep(0)  # every loop iteration, so also mid-round-trip
+
+        sampler = asyncio.create_task(sample())
+        try:
+            await b.start()
+            await until(lambda: converged(a, b))
+            await a.stop()
+            await asyncio.sleep(0.05)
+        finally:
+            sampler.cancel()
+        assert gaps == []
+        assert a.lost == 0 and a.released == N
+
+
 async def test_a_third_pod_joining_moves_shards_into_the_old_owners_draining(url: str) -> None:
     async with pods(url, "a", "b", "c") as (a, b, c):
         await a.start()

@@ -28,7 +28,9 @@ from tradewire.exchange.event_ids import event_id
 from tradewire.exchange.wire_rest import OrderResponse
 from tradewire.simulator import Engine, SimulatorServer
 from tradewire.streams.account_stream import AccountStream, Publisher
-from tradewire.streams.manager import AccountSpec, StreamOptions, StreamsManager
+from tradewire.streams.directory import AccountSpec
+from tradewire.streams.manager import StreamsManager
+from tradewire.streams.options import StreamOptions
 from tradewire.streams.publisher import BatchPublisher
 from tradewire.streams.session import AccountRef
 

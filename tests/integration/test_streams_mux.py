@@ -30,7 +30,9 @@ from tradewire.simulator import Engine, SimulatorServer
 from tradewire.simulator.app import create_app
 from tradewire.simulator.streams import StreamConfig
 from tradewire.streams.connection import ControlRefused, MuxConnection
-from tradewire.streams.manager import AccountSpec, StreamOptions, StreamsManager
+from tradewire.streams.directory import AccountSpec
+from tradewire.streams.manager import StreamsManager
+from tradewire.streams.options import StreamOptions
 from tradewire.streams.publisher import BatchPublisher
 from tradewire.streams.session import AccountRef
 from tradewire.streams.shards import shard_of
@@ -78,9 +80,13 @@ class Shards:
         self.draining_now: dict[int, float] = {}
         self.ready: list[int] = []
         self.elsewhere: set[int] = set()
+        self.epochs: dict[int, int] = {}  # default 1
 
     def owned(self) -> Collection[int] | None:
         return frozenset(self.owned_now)
+
+    def epoch(self, shard: int) -> int | None:
+        return self.epochs.get(shard, 1) if shard in self.owned_now else None
 
     def draining(self) -> dict[int, float]:
         return dict(self.draining_now)
@@ -523,8 +529,9 @@ async def test_shards_decide_which_accounts_stream_and_a_lost_shard_closes_at_on
     harness: Harness
 ) -> None:
     """Only accounts of owned shards stream; every owned shard is marked ready once its
-    accounts stream; a lost shard's accounts are unsubscribed at once; a draining shard's
-    accounts stay until the new owner is ready."""
+    accounts stream, and again when it is held under a new epoch (lost and re-acquired between
+    two ticks); a lost shard's accounts are unsubscribed at once; a draining shard's accounts
+    stay until the new owner is ready."""
     ids = await harness.add_accounts(12)
     by_shard: dict[int, list[int]] = {}
     for account_id in ids:
@@ -539,6 +546,9 @@ async def test_shards_decide_which_accounts_stream_and_a_lost_shard_closes_at_on
         await manager.wait_streaming(10, at_least=expected)
         await until(lambda: sorted(shard_set.ready) == sorted(owned))
         assert manager.status()["owned_shards"] == len(owned)
+        shard_set.epochs[kept[0]] = 2  # same owned() set, new hold
+        await until(lambda: shard_set.ready.count(kept[0]) == 2, 2)
+        assert len(shard_set.ready) == len(owned) + 1
 
         shard_set.owned_now.discard(lost)
         await until(lambda: manager.status()["wanted"] == expected - len(by_shard[lost]), 2)

@@ -7,11 +7,12 @@ is extended at once (the PUT succeeds) unless a test says otherwise.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import pytest
 
-from tradewire.streams.keepalive import KeepaliveScheduler
+from tradewire.streams.keepalive import MAX_SLOTS, KeepaliveScheduler
 
 T0 = 1_767_000_000_000
 INTERVAL_MS = 30 * 60 * 1000
@@ -177,3 +178,25 @@ def test_first_extension_of_one_key_is_within_the_interval() -> None:
 def test_invalid_settings_are_refused(args: tuple[int, float]) -> None:
     with pytest.raises(ValueError):
         KeepaliveScheduler(*args)
+
+
+def test_a_huge_interval_caps_the_slots_instead_of_freezing_the_loop() -> None:
+    """Placing a key scans the slots: a huge ``keepalive_interval_s`` gets at most
+    ``MAX_SLOTS`` longer slots (quick to build and to place in, still spread evenly), and
+    every key is still extended within the interval; usual intervals keep 10 s slots."""
+    assert KeepaliveScheduler(INTERVAL_MS, 10).slots == (INTERVAL_MS - WINDOW_MS) // WINDOW_MS
+    huge = 10**13  # ~317 years
+    started = time.perf_counter()
+    scheduler = KeepaliveScheduler(huge, 10)
+    for account_id in range(2 * MAX_SLOTS):
+        scheduler.add(account_id, T0)
+    loads = scheduler.slot_loads()
+    scheduler.extended(0, T0 + 1)  # early: re-placed in a slot of the second half
+    assert time.perf_counter() - started < 1.0
+    assert scheduler.slots == MAX_SLOTS
+    assert len(loads) == MAX_SLOTS and max(loads) - min(loads) <= 1
+    for account_id in range(2 * MAX_SLOTS):
+        deadline = scheduler.deadline_ms(account_id)
+        assert deadline is not None and deadline <= T0 + 1 + huge
+    first = scheduler.next_due_ms()
+    assert first is not None and T0 < first <= T0 + scheduler.period_ms

@@ -2,12 +2,14 @@
 
 import json
 
+from tradewire.bus.base import Envelope
 from tradewire.streams.session import (
     AccountRef,
     ControlReply,
     KeyExpired,
     Publish,
     UserStreamSession,
+    make_envelope,
 )
 
 ALICE = AccountRef(account_id=1, user_id=10)
@@ -59,3 +61,80 @@ def test_malformed_frames_are_kept_for_the_dead_letter_queue() -> None:
     [action] = s.feed("{not json")
     assert isinstance(action, Publish)
     assert action.payload["e"] == "MALFORMED" and action.payload["raw"] == "{not json"
+
+
+# --- the received text embedded in the envelope ------------------------------------------------
+
+ORDER = (
+    '{"e":"ORDER_TRADE_UPDATE","E":1700000000123,"T":1700000000120,"o":{"s":"BTCUSDT",'
+    '"c":"tw-1\\u00e9","S":"BUY","o":"LIMIT","x":"TRADE","q":"0.010","p":"65000.10","X":"PARTIALLY_FILLED",'
+    '"i":8886774,"l":"0.004","z":"0.004","L":"65000.10","n":"0.0104","N":"USDT","t":42,'
+    '"rp":"0","ps":"BOTH","R":false,"cp":false,"f":1e-3,"big":123456789012345678901234}}'
+)
+
+
+def _envelopes(s: UserStreamSession, frame: str) -> tuple[Publish, Envelope, Envelope]:
+    """The action for ``frame``, and its envelope encoded with and without the raw text."""
+    [action, *_] = s.feed(frame)
+    assert isinstance(action, Publish)
+    with_raw = make_envelope(action.account, action.payload, 5, raw=action.raw)
+    plain = make_envelope(action.account, action.payload, 5)
+    return action, Envelope.decode(with_raw.encode()), Envelope.decode(plain.encode())
+
+
+def test_a_raw_streams_frame_is_embedded_whole_and_decodes_to_the_same_event() -> None:
+    """``/private/ws``: the whole frame is the event; the body embeds it and decodes to the
+    same envelope as serialising the parsed event."""
+    s = UserStreamSession()
+    s.add("key-a", ALICE)
+    action, decoded, expected = _envelopes(s, ORDER)
+    assert action.raw == ORDER.encode()
+    assert decoded == expected and decoded.event == json.loads(ORDER)
+    assert ORDER.encode() in make_envelope(ALICE, action.payload, 5, raw=action.raw).encode()
+
+
+def test_an_exact_combined_frame_embeds_its_data_text() -> None:
+    """``{"stream":"<key>","data":...}`` exactly: the ``data`` text is embedded (routing as
+    before: by the key before any ``@``)."""
+    frame = '{"stream":"key-b@ORDER_TRADE_UPDATE","data":' + ORDER + "}"
+    action, decoded, expected = _envelopes(session(), frame)
+    assert action.account == BOB and action.raw == ORDER.encode()
+    assert decoded == expected and decoded.event == json.loads(ORDER)
+    expired = '{"e":"listenKeyExpired","E":9,"listenKey":"key-a"}'
+    actions = session().feed('{"stream":"key-a","data":' + expired + "}")
+    assert actions == [Publish(ALICE, json.loads(expired)), KeyExpired(ALICE, "key-a")]
+    assert isinstance(actions[0], Publish) and actions[0].raw == expired.encode()
+
+
+def test_other_combined_shapes_publish_without_raw_text() -> None:
+    """Any other shape (spaces, other keys, keys in another order, duplicate keys, an escaped
+    key, a bytes frame) is parsed whole as before: same action, no raw text."""
+    data = {"e": "ACCOUNT_UPDATE", "E": 7}
+    text = json.dumps(data, separators=(",", ":"))
+    frames = [
+        json.dumps({"stream": "key-b", "data": data}),  # spaces
+        '{"data":' + text + ',"stream":"key-b"}',
+        '{"stream":"key-b","data":' + text + ',"x":1}',
+        '{"stream":"key-b","data":{"e":"X"},"data":' + text + "}",
+        '{"stream":"key-b","data":' + text + ',"stream":"key-b"}',
+        '{"stream":"key\\u002db","data":' + text + "}",  # "key-b" escaped
+        ('{"stream":"key-b","data":' + text + "}").encode(),
+    ]
+    s = session()
+    s.add("key-b", BOB)
+    for frame in frames:
+        [action] = s.feed(frame)
+        assert action == Publish(BOB, data) and action.raw is None, frame
+    [action] = s.feed('{"stream":"key-b","data":' + text + "}")
+    assert action == Publish(BOB, data) and action.raw == text.encode()
+
+
+def test_a_frame_that_is_no_identifiable_event_drops_its_raw_text() -> None:
+    """A payload turned into ``MALFORMED`` by ``make_envelope`` is serialised, not embedded."""
+    s = UserStreamSession()
+    s.add("key-a", ALICE)
+    [action] = s.feed('{"no":"event type"}')
+    assert isinstance(action, Publish) and action.raw is not None
+    envelope = make_envelope(ALICE, action.payload, 5, raw=action.raw)
+    assert envelope.raw_event is None and envelope.event["e"] == "MALFORMED"
+    assert Envelope.decode(envelope.encode()) == envelope

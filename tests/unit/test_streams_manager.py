@@ -18,12 +18,9 @@ from tradewire.store import users
 from tradewire.store.crypto import SecretBox
 from tradewire.store.db import create_engine_and_sessions, upgrade
 from tradewire.store.tables import ExchangeAccount
-from tradewire.streams.manager import (
-    AccountSpec,
-    StoreDirectory,
-    StreamOptions,
-    StreamsManager,
-)
+from tradewire.streams.directory import AccountSpec, StoreDirectory
+from tradewire.streams.manager import StreamsManager
+from tradewire.streams.options import StreamOptions
 from tradewire.streams.session import ControlReply, UserStreamSession
 from tradewire.trading.clients import ClientPool
 

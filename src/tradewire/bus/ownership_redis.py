@@ -97,13 +97,17 @@ class RedisOwnership:
         self, url: str, member: str, partitions: int, *, ttl_s: float = DEFAULT_TTL_S,
         renew_s: float = DEFAULT_RENEW_S, space: LeaseSpace | None = None,
         on_acquired: LeaseHook | None = None, on_released: LeaseHook | None = None,
-        on_lost: LeaseHook | None = None,
+        on_lost: LeaseHook | None = None, on_releasing: LeaseHook | None = None,
     ) -> None:
-        """``on_acquired``: a new lease (new epoch) is held. ``on_released``: a lease was given
-        up voluntarily (moved to another member, or ``stop``) while still ours and trusted: a
-        clean handover. ``on_lost``: a renewal failed, or a released lease was no longer ours or
-        no longer trusted locally. A lease whose local deadline passes between rounds (stalled
-        loop, ``kill``) only leaves ``owned()``: no round runs to report it."""
+        """``on_acquired``: a new lease (new epoch) is held. ``on_releasing``: a trusted lease
+        is being given up voluntarily; called at the very moment it leaves the holdings, before
+        the release's round trip, so that a caller can show it as handed over without a moment
+        in which it looks lost; ``on_released`` or ``on_lost`` follows once the release is
+        answered. ``on_released``: a lease was given up voluntarily (moved to another member,
+        or ``stop``) while still ours and trusted: a clean handover. ``on_lost``: a renewal
+        failed, or a released lease was no longer ours or no longer trusted locally (or its
+        release failed). A lease whose local deadline passes between rounds (stalled loop,
+        ``kill``) only leaves ``owned()``: no round runs to report it."""
         from redis.asyncio import Redis
 
         if renew_s >= ttl_s:
@@ -111,7 +115,8 @@ class RedisOwnership:
         self.member, self.partitions = member, partitions
         self.ttl_s, self.renew_s = ttl_s, renew_s
         self.space = space or LeaseSpace()
-        self._hooks = {"acquired": on_acquired, "released": on_released, "lost": on_lost}
+        self._hooks = {"acquired": on_acquired, "released": on_released, "lost": on_lost,
+                       "releasing": on_releasing}
         self._redis: Redis = Redis.from_url(url)
         self._heartbeat = self._redis.register_script(_HEARTBEAT_LUA)
         self._acquire = self._redis.register_script(_ACQUIRE_LUA)
@@ -271,15 +276,26 @@ class RedisOwnership:
             await self._redis.publish(self.space.changed_channel, self.member)
 
     async def _release_all(self, partitions: list[int]) -> None:
+        """Give up ``partitions``: each leaves the holdings and, if still trusted, is reported
+        ``releasing`` in the same step (no await in between: nobody sees it neither owned nor
+        being released); then one pipelined DEL-if-ours, and ``released`` (clean) or ``lost``."""
         holds = [(p, self._held.pop(p)) for p in partitions if p in self._held]
         if not holds:
             return
         sent = asyncio.get_running_loop().time()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for p, hold in holds:
-                await self._release(keys=[self.space.lease_name(p)], args=[hold.token],
-                                    client=pipe)
-            results = await pipe.execute()
+        for p, hold in holds:
+            if hold.deadline > sent:
+                self._notify("releasing", p, hold.epoch)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for p, hold in holds:
+                    await self._release(keys=[self.space.lease_name(p)], args=[hold.token],
+                                        client=pipe)
+                results = await pipe.execute()
+        except BaseException:
+            for p, hold in holds:  # unknown outcome: not a clean handover
+                self._notify("lost", p, hold.epoch)
+            raise
         for (p, hold), ok in zip(holds, results, strict=True):
             clean = bool(ok) and hold.deadline > sent  # ours and trusted until the DEL
             self._notify("released" if clean else "lost", p, hold.epoch)

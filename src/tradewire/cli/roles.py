@@ -20,7 +20,9 @@ from tradewire.notify.notifier import Notifier
 from tradewire.processor.worker import EventProcessor
 from tradewire.runtime import Runtime
 from tradewire.serving import BackgroundServer
-from tradewire.streams.manager import StoreDirectory, StreamOptions, StreamsManager
+from tradewire.streams.directory import StoreDirectory
+from tradewire.streams.manager import StreamsManager
+from tradewire.streams.options import StreamOptions
 from tradewire.streams.publisher import BatchPublisher
 from tradewire.streams.reconcile import Reconciler
 from tradewire.streams.shards import create_shards

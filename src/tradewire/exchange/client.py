@@ -95,6 +95,11 @@ class ExchangeClient(AccountCalls):
         if self._own_http:
             await self._http.aclose()
 
+    def signs_with(self, api_key: str, api_secret: str) -> bool:
+        """This client's requests go out with these credentials (``ClientPool``'s cache check:
+        the secret is compared where it already is, not kept anywhere else)."""
+        return self._rest.signs_with(api_key, api_secret)
+
     @property
     def used_weight(self) -> int | None:
         """The last ``X-MBX-USED-WEIGHT-1M`` seen (IP weight used this minute)."""

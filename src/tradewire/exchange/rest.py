@@ -11,6 +11,7 @@ logged nor shown in ``repr``.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from dataclasses import dataclass
 from enum import Enum
@@ -78,6 +79,12 @@ class RestSession:
 
     def __repr__(self) -> str:
         return f"RestSession({self._base_url!r}, api_key={self._api_key[:6]!r}...)"
+
+    def signs_with(self, api_key: str, api_secret: str) -> bool:
+        """These are the credentials the session sends and signs with (constant-time)."""
+        same_key = hmac.compare_digest(self._api_key.encode(), api_key.encode())
+        same_secret = hmac.compare_digest(self._secret.encode(), api_secret.encode())
+        return same_key and same_secret
 
     def server_now_ms(self) -> int:
         """Best estimate of the exchange's clock."""

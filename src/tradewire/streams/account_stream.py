@@ -107,14 +107,14 @@ class AccountStream:
         rekey = False
         for action in session.feed(frame):
             if isinstance(action, Publish):
-                await self._publish(action.payload)
+                await self._publish(action.payload, action.raw)
             elif isinstance(action, KeyExpired):
                 log(logger, logging.WARNING, "listenKey expired; re-keying")
                 rekey = True
         return rekey
 
-    async def _publish(self, payload: dict[str, Any]) -> None:
-        envelope = make_envelope(self.account, payload, self.clock.now_ms())
+    async def _publish(self, payload: dict[str, Any], raw: bytes | None = None) -> None:
+        envelope = make_envelope(self.account, payload, self.clock.now_ms(), raw=raw)
         delay = 0.1
         while True:  # never drop an event because the bus is briefly unavailable
             try:

@@ -361,7 +361,7 @@ class MuxConnection:
             self.data_frames += 1
         for action in actions:
             if isinstance(action, Publish):
-                envelope = make_envelope(action.account, action.payload, now)
+                envelope = make_envelope(action.account, action.payload, now, raw=action.raw)
                 self.activity[action.account.account_id] = now
                 if self._on_receipt is not None:
                     self._on_receipt(envelope, started)

@@ -8,9 +8,12 @@ gets a *phase* and is extended once per cycle at that phase, with the phases spr
 * The cycle is ``period = interval_ms - slack_ms`` (``slack_ms``: one slot, at most a tenth of
   the interval), so a PUT served up to ``slack_ms`` late (rate cap, slow answer) still lands
   within ``interval_ms`` of the previous one.
-* The cycle is cut into slots of ``slot_ms`` (10 s). A key added is placed in the least-loaded
-  slot (ties: the one that comes first after ``now``), at an offset inside the slot taken from a
-  low-discrepancy sequence, so keys of one slot are spread over the slot too. Its next
+* The cycle is cut into slots of ``slot_ms`` (10 s), at most ``MAX_SLOTS`` of them: placing a
+  key scans every slot, so a huge interval gets longer slots rather than a scan (and tables)
+  that would freeze the loop; 512 slots of 10 s cover any interval up to 85 min (the exchange's
+  keys live 60 min). A key added is placed in the least-loaded slot (ties: the one that comes
+  first after ``now``), at an offset inside the slot taken from a low-discrepancy sequence, so
+  keys of one slot are spread over the slot too. Its next
   extension is the first time with that phase after ``now``: within ``(now, now + period]``.
 * ``extended(id, now)`` keeps the phase (next extension one period after the due one) unless
   that would come less than half a period after ``now`` (an early extension, e.g. a re-key
@@ -31,6 +34,7 @@ import heapq
 from dataclasses import dataclass
 
 DEFAULT_SLOT_MS = 10_000
+MAX_SLOTS = 512  # bounds the work of placing a key (a scan of the slots) and the tables
 DEFAULT_RETRY_MS = 30_000
 
 
@@ -69,7 +73,7 @@ class KeepaliveScheduler:
         self.max_per_s = max_per_s
         self.slack_ms = min(slot_ms, interval_ms // 10)
         self.period_ms = interval_ms - self.slack_ms
-        self.slots = max(1, self.period_ms // slot_ms)
+        self.slots = min(max(1, self.period_ms // slot_ms), MAX_SLOTS)
         self.retry_ms = retry_ms
         self._bounds = [self.period_ms * i // self.slots for i in range(self.slots + 1)]
         self._load = [0] * self.slots  # keys per slot

@@ -4,12 +4,22 @@ Handles both the raw form (``/private/ws/<listenKey>``: events unwrapped) and th
 (``/private/stream``: ``{"stream": "<listenKey>", "data": {...}}``, routed by the key before any
 ``@``). A frame that is not valid JSON is not dropped: it becomes a ``Publish`` of a
 ``MALFORMED`` event so that it ends, visibly, in the dead-letter queue.
+
+Publishing re-serialises every event into the bus envelope, the costliest step per event; a
+``Publish`` therefore carries, where it is certain, the exact JSON text of its payload
+(``raw``), which the envelope embeds as received (``Envelope.raw_event``). Certain means: on a
+raw stream, a text frame that is one JSON object (the whole frame is the event); on a combined
+stream, a text frame of exactly the shape ``{"stream":"<key>","data":{...}}`` (no spaces, no
+escapes in the key, nothing after ``data``), whose ``data`` value is parsed straight from its
+place in the frame, so its text is known to be that object alone. Any other frame is parsed as
+before and publishes without ``raw``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from tradewire.bus.base import Envelope
@@ -23,10 +33,18 @@ class AccountRef:
     user_id: int
 
 
+_DECODER = json.JSONDecoder()
+_COMBINED = re.compile(r'\{"stream":"([^"\\\x00-\x1f]*)","data":')
+"""The head of a combined frame in the exact shape whose ``data`` text can be embedded."""
+
+
 @dataclass(frozen=True)
 class Publish:
     account: AccountRef
     payload: dict[str, Any]
+    # The JSON text ``payload`` was parsed from, exactly that object (see the module docstring);
+    # None when not certain. Not part of equality.
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,10 @@ class UserStreamSession:
     def feed(self, text: str | bytes) -> list[Action]:
         """Interpret one frame."""
         self.frames += 1
+        if isinstance(text, str) and (head := _COMBINED.match(text)) is not None:
+            combined = self._combined(text, head)
+            if combined is not None:
+                return combined
         try:
             message = json.loads(text)
         except ValueError:
@@ -83,7 +105,21 @@ class UserStreamSession:
             key = str(message["stream"]).split("@", 1)[0]
             return self._event(self._routes.get(key), key, message["data"])
         key = next(iter(self._routes), "")
-        return self._event(self._routes.get(key), key, message)
+        raw = _utf8(text) if isinstance(text, str) else None  # the whole frame is the event
+        return self._event(self._routes.get(key), key, message, raw)
+
+    def _combined(self, text: str, head: re.Match[str]) -> list[Action] | None:
+        """A frame ``{"stream":"<key>","data":{...}}`` exactly: ``data`` parsed from its
+        place, so its text is known (None: not exactly that shape; parse it whole)."""
+        start = head.end()
+        try:
+            data, end = _DECODER.raw_decode(text, start)
+        except ValueError:
+            return None
+        if end != len(text) - 1 or text[end] != "}" or not isinstance(data, dict):
+            return None
+        key = head.group(1).split("@", 1)[0]
+        return self._event(self._routes.get(key), key, data, _utf8(text[start:end]))
 
     def _reply(self, message: dict[str, Any]) -> list[Action]:
         try:
@@ -95,12 +131,13 @@ class UserStreamSession:
         error = {"code": message.get("code"), "msg": message.get("msg")}
         return [ControlReply(request_id, None, error)]
 
-    def _event(self, account: AccountRef | None, key: str, payload: dict[str, Any]) -> list[Action]:
+    def _event(self, account: AccountRef | None, key: str, payload: dict[str, Any],
+               raw: bytes | None = None) -> list[Action]:
         if account is None:
             return []  # a key we no longer carry: its account is served elsewhere
         if payload.get("e") == "listenKeyExpired":
-            return [Publish(account, payload), KeyExpired(account, key)]
-        return [Publish(account, payload)]
+            return [Publish(account, payload, raw), KeyExpired(account, key)]
+        return [Publish(account, payload, raw)]
 
     def _malformed(self, text: str | bytes, why: str) -> list[Action]:
         raw = text.decode(errors="replace") if isinstance(text, bytes) else text
@@ -111,17 +148,27 @@ class UserStreamSession:
         return [Publish(account, {"e": "MALFORMED", "reason": why, "raw": raw[:10_000]})]
 
 
+def _utf8(text: str) -> bytes | None:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: let the envelope serialise the payload
+        return None
+
+
 def make_envelope(
-    account: AccountRef, payload: dict[str, Any], received_ms: int, *, synthetic: bool = False
+    account: AccountRef, payload: dict[str, Any], received_ms: int, *, synthetic: bool = False,
+    raw: bytes | None = None,
 ) -> Envelope:
     """The bus envelope of one payload: its stable event id, symbol and receipt time. A JSON
     payload that is not an event we can identify is kept whole as ``MALFORMED`` (it ends,
-    visibly, in the dead-letter queue)."""
+    visibly, in the dead-letter queue). ``raw``: the exact JSON text of ``payload``
+    (``Publish.raw``), embedded as received instead of serialising ``payload`` again."""
     try:
         eid = event_id(account.account_id, payload)
     except PermanentError as exc:
         payload = {"e": "MALFORMED", "reason": str(exc), "raw": canonical_json(payload)}
         eid = event_id(account.account_id, payload)
+        raw = None  # the payload is no longer that text
     return Envelope(
         event_id=eid,
         account_id=account.account_id,
@@ -130,4 +177,5 @@ def make_envelope(
         received_ms=received_ms,
         event=payload,
         synthetic=synthetic,
+        raw_event=raw,
     )

@@ -56,6 +56,12 @@ class Shards(Protocol):
         """Another pod has marked ``shard`` ready (its accounts stream there)."""
         ...
 
+    def epoch(self, shard: int) -> int | None:
+        """Fencing token of this pod's current hold of ``shard`` (None: not held). A shard lost
+        and taken again between two polls stays in ``owned()`` under a new epoch: the manager
+        marks it ready again."""
+        ...
+
     async def mark_ready(self, shard: int) -> None:
         """Every account of ``shard`` streams on this pod (handover can finish)."""
         ...
@@ -88,6 +94,9 @@ class LocalShards:
 
     def ready_elsewhere(self, shard: int) -> bool:
         return False
+
+    def epoch(self, shard: int) -> int | None:
+        return 0
 
     async def mark_ready(self, shard: int) -> None:
         return None

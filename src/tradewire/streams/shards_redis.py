@@ -11,12 +11,15 @@ The bus's partition-lease machinery (``RedisOwnership``) over the ``ws-streams:*
   successful renewal + 0.9 x ``ttl_s``: a stalled loop fences itself before the lease expires);
 * a shard that rendezvous moves to another pod (one joined) is released at once and enters
   ``draining()`` until now + ``handoff_timeout_s``; ``stop()`` releases every lease, leaves the
-  membership, publishes the change and puts every released shard into ``draining()``;
-* a shard whose renewal failed, whose release found the lease gone or no longer trusted, or
-  whose local deadline passed is *lost*: it leaves ``owned()`` and never enters ``draining()``
-  (its sockets close at once). A lease deleted in Redis (e.g. a failover that lost the key) is
-  lost and, when this pod is still its rendezvous owner, re-acquired in the same round under a
-  new epoch (``epoch(shard)`` changes; ``lost`` counts it);
+  membership, publishes the change and puts every released shard into ``draining()``. A
+  released shard enters ``draining()`` at the very moment it leaves ``owned()`` (the
+  ownership's ``on_releasing`` hook, before the release's round trip), so the manager never
+  sees a handed-over shard as lost, not even for that round trip;
+* a shard whose renewal failed, whose release found the lease gone or no longer trusted (or
+  failed), or whose local deadline passed is *lost*: it leaves ``owned()`` and is not (any
+  more) in ``draining()`` (its sockets close at once). A lease deleted in Redis (e.g. a
+  failover that lost the key) is lost and, when this pod is still its rendezvous owner,
+  re-acquired in the same round under a new epoch (``epoch(shard)`` changes; ``lost`` counts it);
 * ``mark_ready(shard)`` sets ``ws-streams:ready:<shard>`` = ``<member>:<epoch>`` only while
   this pod's lease on the shard is current (one script); ``ready_elsewhere(shard)`` is True
   once that key names another pod with an epoch above the one this pod held. A small poll task
@@ -82,6 +85,7 @@ class RedisShards:
         self.ownership = RedisOwnership(
             url, member, shards, ttl_s=ttl_s, renew_s=renew_s, space=SHARD_LEASES,
             on_acquired=self._on_acquired, on_released=self._on_released, on_lost=self._on_lost,
+            on_releasing=self._on_releasing,
         )
         self._mark = self._redis.register_script(_MARK_READY_LUA)
         self._draining: dict[int, _Drain] = {}
@@ -171,11 +175,21 @@ class RedisShards:
         self._draining.pop(shard, None)
         self._ready.discard(shard)
 
-    def _on_released(self, shard: int, epoch: int) -> None:
-        self.released += 1
+    def _on_releasing(self, shard: int, epoch: int) -> None:
+        """The shard leaves ``owned()`` now, voluntarily: it is in ``draining()`` from this
+        same moment (never seen lost in between); ``_on_lost`` takes it out again if the
+        release turns out not to be clean."""
         deadline = asyncio.get_running_loop().time() + self.handoff_timeout_s
         self._draining[shard] = _Drain(epoch, deadline)
         self._ready.discard(shard)
+
+    def _on_released(self, shard: int, epoch: int) -> None:
+        self.released += 1
+        drain = self._draining.get(shard)
+        if drain is None or drain.epoch != epoch:  # no ``releasing`` before: drain from now
+            deadline = asyncio.get_running_loop().time() + self.handoff_timeout_s
+            self._draining[shard] = _Drain(epoch, deadline)
+            self._ready.discard(shard)
         log(logger, logging.INFO, "shard handed over", shard=shard, epoch=epoch,
             member=self.member, handoff_timeout_s=self.handoff_timeout_s)
         if not self._closed and (self._poller is None or self._poller.done()):

@@ -24,15 +24,18 @@ class ClientPool:
         self.budget = budget or BudgetConfig()
         self._sleep = sleep
         self.ip_budget: RateBudget = ip_budget(self.budget, clock or SystemClock(), sleep)
-        self._clients: dict[int, tuple[str, ExchangeClient]] = {}
+        self._clients: dict[int, ExchangeClient] = {}
         self._public: ExchangeClient | None = None
 
     def get(self, account_id: int, api_key: str, api_secret: str) -> ExchangeClient:
+        """The account's client, cached per (account, api_key, api_secret): new credentials
+        (a rotated key, or only a new secret) get a new client. The cache compares the
+        secret with the one the cached client already signs with; it keeps no copy."""
         cached = self._clients.get(account_id)
-        if cached is not None and cached[0] == api_key:
-            return cached[1]
+        if cached is not None and cached.signs_with(api_key, api_secret):
+            return cached
         client = self._new(api_key, api_secret)
-        self._clients[account_id] = (api_key, client)
+        self._clients[account_id] = client
         return client
 
     def public(self) -> ExchangeClient:

@@ -1,0 +1,70 @@
+"""Which accounts exist to be streamed, and their REST clients.
+
+The manager re-reads the listing every ``refresh_s`` (2 s), so listing must stay cheap: it reads
+rows without decrypting anything, and ``fingerprint`` (a hash of the API key and the *encrypted*
+secret) tells the manager whether an account's credentials changed. Only an account that is new
+or changed costs a decryption (``AccountDirectory.client``). Kept apart from the manager so the
+database and the crypto box stay out of the streaming code (tests list accounts from memory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tradewire.exchange.client import ExchangeClient
+from tradewire.store import users
+from tradewire.store.crypto import SecretBox
+from tradewire.trading.clients import ClientPool
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    """One active account as listed (cheaply: nothing decrypted). ``fingerprint`` changes
+    when its credentials change."""
+
+    account_id: int
+    user_id: int
+    fingerprint: str
+
+
+class AccountDirectory(Protocol):
+    async def listing(self) -> Sequence[AccountSpec]:
+        """Every active account of an active user (cheap: called every ``refresh_s``)."""
+        ...
+
+    def client(self, spec: AccountSpec) -> ExchangeClient:
+        """The account's REST client (decrypts its secret; called for new/changed only)."""
+        ...
+
+
+class StoreDirectory:
+    """``AccountDirectory`` over the database: one cheap listing query per refresh; a secret
+    is decrypted only when an account is new or its credentials changed."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], box: SecretBox,
+                 pool: ClientPool) -> None:
+        self._sessions = sessions
+        self._box = box
+        self._pool = pool
+        self._rows: dict[int, users.StreamAccountRow] = {}
+
+    async def listing(self) -> Sequence[AccountSpec]:
+        async with self._sessions() as session:
+            rows = await users.stream_accounts(session)
+        self._rows = {row.account_id: row for row in rows}
+        return [AccountSpec(row.account_id, row.user_id, fingerprint(row)) for row in rows]
+
+    def client(self, spec: AccountSpec) -> ExchangeClient:
+        row = self._rows[spec.account_id]
+        return self._pool.get(row.account_id, row.api_key, self._box.decrypt(row.api_secret_enc))
+
+
+def fingerprint(row: users.StreamAccountRow) -> str:
+    """Changes when the account's API key or (encrypted) secret changes."""
+    text = f"{row.api_key}\0{row.api_secret_enc}".encode()
+    return hashlib.blake2b(text, digest_size=12).hexdigest()
