@@ -111,6 +111,15 @@ async def list_trades_for_signal(session: AsyncSession, signal_id: str) -> list[
     return list(await session.scalars(query))
 
 
+async def lock_trade(session: AsyncSession, trade_id: int) -> None:
+    """Take the trade's row lock (``FOR UPDATE`` on PostgreSQL; SQLite serialises writers).
+
+    Every writer that changes a trade AND its orders in one transaction takes the trade row
+    first, as the worker's batch path does: two writers taking the two rows in opposite orders
+    deadlock on PostgreSQL."""
+    await session.execute(select(Trade.id).where(Trade.id == trade_id).with_for_update())
+
+
 async def find_order_by_client_id(session: AsyncSession, client_id: str) -> Order | None:
     """The order with this client id, its ``trade`` loaded, or None (a foreign order)."""
     return await session.scalar(

@@ -135,6 +135,7 @@ class Placement:
 
     async def _record_entry(self, quantity: Decimal, order_id: int) -> None:
         async with self.sessions.begin() as session:
+            await trades.lock_trade(session, self.trade.id)  # trade row first, as the worker
             entry = await trades.find_order_by_client_id(session, self.cid[Leg.ENTRY])
             assert entry is not None
             await trades.update_order(session, entry.id, exchange_order_id=order_id,
@@ -147,6 +148,7 @@ class Placement:
 
     async def _record_leg(self, leg: Leg, algo_id: int, quantity: Decimal) -> None:
         async with self.sessions.begin() as session:
+            await trades.lock_trade(session, self.trade.id)  # trade row first, as the worker
             order = await trades.find_order_by_client_id(session, self.cid[leg])
             assert order is not None
             await trades.update_order(session, order.id, algo_id=algo_id, quantity=quantity,
@@ -154,6 +156,7 @@ class Placement:
 
     async def _leg_failed(self, leg: Leg, error: str, *, notify: bool = True) -> None:
         async with self.sessions.begin() as session:
+            await trades.lock_trade(session, self.trade.id)  # trade row first, as the worker
             order = await trades.find_order_by_client_id(session, self.cid[leg])
             assert order is not None
             await trades.update_order(session, order.id, status=OrderStatus.FAILED, error=error)
