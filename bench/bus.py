@@ -7,8 +7,10 @@ deleted after it) and the embedded SQLite-file bus (``sqlite:///…``):
 2. end to end: a fresh PostgreSQL database with N open trades over many accounts; two
    ``tradewire worker`` processes (the production CLI, default settings: batch path on) consume
    the bus; after a warm-up, N entry-fill ``ORDER_TRADE_UPDATE`` events (as bench/pipeline.py
-   builds them) are published at full speed; sustained events/s = N / (last commit - first
-   publish), and event-to-commit latency = ``processed_events.processed_at`` - publish time
+   builds them) are published at full speed the way the streams layer publishes (``publish_many``
+   batches of up to 500, one in flight; ``--batch 0``: one ``publish`` per event, ``--parallel``
+   in flight); sustained events/s = N / (last commit - first publish), and event-to-commit
+   latency = ``processed_events.processed_at`` - publish time
    (both wall-clock epoch ms on this host; ``processed_at`` is stamped just before the batch's
    commit). Then 2,000 more events at 1,000/s: commit latency below capacity (``paced_…``).
 
@@ -111,9 +113,21 @@ def envelope_of(seeded: tuple[int, int, str], i: int) -> Envelope:
                     event=fill_event(cid, 10_000 + i, 1_767_000_000_000))
 
 
-async def publish_all(bus: Bus, envs: list[Envelope], parallel: int) -> dict[str, float]:
-    """Publish at full speed (``parallel`` publishes in flight); publish wall time per event."""
+async def publish_all(
+    bus: Bus, envs: list[Envelope], parallel: int, batch: int = 0
+) -> dict[str, float]:
+    """Publish at full speed; publish wall time per event. ``batch`` > 0: as the streams layer
+    publishes (``streams.publisher.BatchPublisher``), ``publish_many`` of up to ``batch``
+    envelopes, one call in flight, each envelope stamped when its call starts; 0: one
+    ``publish`` per event, ``parallel`` in flight."""
     stamps: dict[str, float] = {}
+    if batch > 0:
+        for start in range(0, len(envs), batch):
+            chunk = envs[start:start + batch]
+            now = wall_ms()
+            stamps.update((env.event_id, now) for env in chunk)
+            await bus.publish_many(chunk)
+        return stamps
     queue = iter(envs)
 
     async def publisher() -> None:
@@ -188,7 +202,7 @@ def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
 
 async def end_to_end(
     bus_url: str, make_bus: Callable[[], Bus], tmp: Path, events: int, n_accounts: int,
-    warmup: int, parallel: int,
+    warmup: int, parallel: int, batch: int,
 ) -> dict[str, Any]:
     name = f"tw_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(**PG_ADMIN)
@@ -211,7 +225,7 @@ async def end_to_end(
         }, LOGS)
         bus = make_bus()
         envs = [envelope_of(s, i) for i, s in enumerate(seeded)]
-        await publish_all(bus, envs[:warmup], parallel)  # workers start, connect, warm up
+        await publish_all(bus, envs[:warmup], parallel, batch)  # workers start, warm up
         await wait_processed(conn, warmup, 120)
         cpu0 = [cpu_s(p.pid) for p in procs]
         commits0 = await commits(conn, name)
@@ -219,7 +233,7 @@ async def end_to_end(
             "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name)
         pg0 = {r["pid"]: cpu_s(r["pid"]) for r in backends}
         t0 = wall_ms()
-        stamps = await publish_all(bus, envs[warmup:warmup + events], parallel)
+        stamps = await publish_all(bus, envs[warmup:warmup + events], parallel, batch)
         published_s = (wall_ms() - t0) / 1000
         await wait_processed(conn, warmup + events, 600)
         cpu = sum(cpu_s(p.pid) - c for p, c in zip(procs, cpu0, strict=True))
@@ -297,7 +311,7 @@ async def run_backend(
             await delete_namespace(bus_url, "", settings.bus_partitions)
         row = {"publish_p50_ms": pct(publish, 0.5), "publish_p99_ms": pct(publish, 0.99)}
         row.update(await end_to_end(bus_url, lambda: create_bus(settings), tmp, args.events,
-                                    args.accounts, args.warmup, args.parallel))
+                                    args.accounts, args.warmup, args.parallel, args.batch))
         return row
     finally:
         if cleanup is not None:
@@ -319,7 +333,11 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=1000)
-    parser.add_argument("--parallel", type=int, default=32, help="publishes in flight")
+    parser.add_argument("--parallel", type=int, default=32,
+                        help="publishes in flight (with --batch 0)")
+    parser.add_argument("--batch", type=int, default=500,
+                        help="full-speed phase: publish_many batches of this size, as the streams "
+                        "layer's BatchPublisher (max_batch 500); 0: one publish per event")
     parser.add_argument("--backends", default="redis,rabbitmq,embedded")
     figures = asyncio.run(main(parser.parse_args()))
     RESULTS.mkdir(exist_ok=True)

@@ -71,10 +71,10 @@ class Settings(BaseSettings):
     # --- worker batch path (tradewire.processor.batch_apply); batch max 0: one event at a time ---
     worker_batch_max: int = Field(default=256, ge=0)  # events applied together at most
     worker_batch_wait_ms: float = Field(default=2.0, ge=0)  # wait this long for more events
-    # events in flight per worker process (bounds a batch); keep it below the Redis client's
-    # connection pool (redis-py: 100 unless the bus URL says ?max_connections=N): every
-    # in-flight event acks at once when its batch commits
-    worker_concurrency: int = Field(default=80, ge=1)
+    # events in flight per worker process (bounds a batch, so the transactions per event under
+    # a backlog); a batch's acks and Redis lock calls each go out as one pipeline (bus.acks,
+    # locks.redis), so this is not bounded by the Redis client's connection pool
+    worker_concurrency: int = Field(default=512, ge=1)
 
     metrics_port: int = Field(default=0, ge=0, le=65535)  # worker/streams/notifier; 0: off
     metrics_host: str = "127.0.0.1"  # scrape from the internal network only

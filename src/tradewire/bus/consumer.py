@@ -11,6 +11,8 @@
   waiting behind it while other keys flow; after ``max_attempts`` failures it goes to the DLQ
   (``bus.dead_letter``, atomic with the ack; error and error type recorded, error logged with
   userId/symbol). The message stays pending in the bus until then.
+* **Acks** (``bus.acks``): a message is acked only after its handler returned (its batch
+  committed); the acks of one event-loop turn go to the bus in one ``ack_many`` call.
 * **Dependency outage** (``bus.outage``). The first lane to see ``DependencyDown`` retries its
   message with backoff (``outage_probe_s``, 0.5 s doubling to 10 s) until it works; meanwhile
   no other lane starts an attempt — a database outage affects every key, so other keys do not
@@ -23,7 +25,9 @@
   of the kill: 13.3 s with the default 10 s. A message handed out ``d`` times arrives with
   ``d - 1`` attempts spent, so one that keeps killing its consumer ends in the DLQ.
 * **Ownership** (``bus.ownership``): only owned partitions are fetched and reclaimed (a lost one
-  stops at once); the member joins when serving starts and releases its leases when it ends.
+  stops at once; its messages not yet started are given back to backends that would otherwise
+  keep them with this process, ``SupportsGiveBack``: RabbitMQ requeues them); the member joins
+  when serving starts and releases its leases when it ends.
 * **Pause.** While ``bus.is_paused()`` (read at most every ``pause_check_s``) nothing is fetched
   or reclaimed; in-flight work finishes (``tradewire bus pause|resume``).
 
@@ -39,9 +43,10 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from tradewire.bus.acks import Acks
 from tradewire.bus.base import Bus, Envelope, Message
 from tradewire.bus.lanes import ConsumerStats as ConsumerStats
-from tradewire.bus.lanes import Lanes, Work, cancel_all, error_text, wait_for
+from tradewire.bus.lanes import Lanes, SupportsGiveBack, Work, cancel_all, error_text, wait_for
 from tradewire.bus.lanes import SupportsTouch as SupportsTouch
 from tradewire.bus.lanes import SupportsTrim as SupportsTrim
 from tradewire.bus.outage import Outage
@@ -86,7 +91,9 @@ class Consumer:
         self.outage_probe_s = outage_probe_s
         self.ownership: Ownership = ownership or LocalOwnership(name)  # default: owns all
         self._outage = Outage(*outage_probe_s)
-        self._lanes = Lanes(self._process, self.ownership.holds)
+        self._acks = Acks(bus)  # a committed batch's acks go out in one call (bus.acks)
+        self._lanes = Lanes(self._process, self.ownership.holds, self._give_back)
+        self._giving_back: set[asyncio.Task[None]] = set()
         self._redelivery = Redelivery(
             bus, name, self._lanes, idle_s=redelivery_idle_s, trim_interval_s=trim_interval_s,
             room=lambda: self.concurrency - len(self._lanes), stats=self.stats,
@@ -159,6 +166,8 @@ class Consumer:
             self._accepting, self._lanes.closing = False, True
             halt.set()
             await cancel_all([maintenance, *self._lanes.tasks])
+            await self._acks.close()
+            await cancel_all(list(self._giving_back))
             self._outage.end()
             await self.ownership.stop()  # graceful: the leases move at once
 
@@ -214,6 +223,22 @@ class Consumer:
                 self._paused = paused
         return self._paused
 
+    def _give_back(self, messages: list[Message]) -> None:
+        """Messages a lane did not start because their partition was lost: backends that
+        would otherwise keep them with this process (RabbitMQ) return them to the broker."""
+        if not isinstance(self.bus, SupportsGiveBack):
+            return
+        task = asyncio.create_task(self._return(self.bus, messages))
+        self._giving_back.add(task)
+        task.add_done_callback(self._giving_back.discard)
+
+    async def _return(self, bus: SupportsGiveBack, messages: list[Message]) -> None:
+        try:
+            await bus.give_back(messages)
+        except Exception as exc:
+            log(logger, logging.WARNING, "giving back messages of a lost partition failed",
+                error=error_text(exc), count=len(messages))
+
     async def _drained(self) -> bool:
         return not len(self._lanes) and await self.bus.pending() == 0
 
@@ -244,7 +269,7 @@ class Consumer:
             else:
                 if not done:
                     continue  # held by another lane's outage: try again, attempt not counted
-                if await self._settle(work, self.bus.ack(work.message), "ack"):
+                if await self._settle(work, self._acks.ack(work.message), "ack"):
                     self.stats.processed += 1
                 return
 

@@ -40,6 +40,15 @@ class SupportsTouch(Protocol):
 
 
 @runtime_checkable
+class SupportsGiveBack(Protocol):
+    """Optional backend capability: return unstarted messages of a partition this consumer no
+    longer owns (RabbitMQ: requeue them; a backend whose pending messages the next owner reads
+    anyway, like Redis slots, needs nothing)."""
+
+    async def give_back(self, messages: list[Message]) -> None: ...
+
+
+@runtime_checkable
 class SupportsTrim(Protocol):
     """Optional backend capability: drop acknowledged entries (Redis Streams)."""
 
@@ -128,8 +137,9 @@ class Lanes:
     def __init__(
         self, process: Callable[[Work], Awaitable[None]],
         may_start: Callable[[int], bool] = lambda partition: True,
+        give_back: Callable[[list[Message]], None] = lambda messages: None,
     ) -> None:
-        self._process, self._may_start = process, may_start
+        self._process, self._may_start, self._give_back = process, may_start, give_back
         self.inflight: dict[tuple[int, str], Message] = {}
         self._lanes: dict[str, deque[Work]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -166,6 +176,8 @@ class Lanes:
             while lane and not self.closing and self._may_start(lane[0].message.partition):
                 await self._process(lane[0])
                 self._release(lane.popleft().message)
+            if lane and not self.closing:  # its partition was lost: the new owner takes them
+                self._give_back([work.message for work in lane])
         except Exception as exc:  # a bug in the policy itself: leave the rest to redelivery
             log(logger, logging.ERROR, "consumer lane crashed", error=error_text(exc), key=key)
         finally:

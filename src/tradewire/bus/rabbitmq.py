@@ -14,8 +14,10 @@
   unacked until ``ack`` (basic.ack); ``prefetch`` bounds buffered + unacked per partition.
 * ``fetch(partitions=...)`` (ownership by ``bus.ownership`` on Redis): basic.consume only the
   owned partition queues; a partition that leaves the set is basic.cancel'ed and its buffered,
-  never handed-out messages are nack-requeued at once for the new owner (handed-out ones stay
-  unacked until acked, or requeued when the connection closes).
+  never handed-out messages are nack-requeued at once for the new owner, and so are deliveries
+  of it that arrive after the cancel; handed-out ones stay unacked until acked, requeued by
+  ``give_back`` when the consumer drops them unstarted (partition lost), or requeued when the
+  connection closes.
 * ``Message.deliveries`` = ``x-delivery-count`` + 1 (quorum queues count returns). No
   ``x-delivery-limit`` is set (3.x: unlimited; >= 4.0: 20, far above the consumer's 3 attempts).
 * ``reclaim``: across processes there is nothing to do: when a consumer process dies its
@@ -114,6 +116,7 @@ class RabbitMQBus:
         self._exchange: AbstractExchange | None = None
         self._consuming: AbstractChannel | None = None
         self._tags: dict[int, tuple[AbstractQueue, str]] = {}  # consumed partition queues
+        self._wanted: set[int] = set()  # partitions whose deliveries are buffered (see receive)
         self._buffers: list[deque[AbstractIncomingMessage]] = [deque() for _ in range(partitions)]
         self._arrived = asyncio.Event()
         self._held: dict[str, _Held] = {}
@@ -175,6 +178,7 @@ class RabbitMQBus:
                 self._consuming = channel
             for partition in sorted(set(self._tags) - wanted):
                 queue, tag = self._tags.pop(partition)
+                self._wanted.discard(partition)
                 await queue.cancel(tag)
                 while self._buffers[partition]:
                     await self._buffers[partition].popleft().nack(requeue=True)
@@ -184,11 +188,19 @@ class RabbitMQBus:
                 queue = await self._consuming.declare_queue(  # declared: restored on reconnect
                     self._queues[partition], durable=True, arguments=_QUORUM
                 )
+                self._wanted.add(partition)
                 tag = await queue.consume(self._receiver(partition), no_ack=False)
                 self._tags[partition] = (queue, tag)
 
     def _receiver(self, partition: int) -> Any:
         async def receive(incoming: AbstractIncomingMessage) -> None:
+            if partition not in self._wanted:
+                # a delivery of a partition being (or already) cancelled: aiormq runs delivery
+                # callbacks as tasks, so it can land after the buffer was requeued; handing it
+                # out would strand it (the lane of a partition not held drops it, unacked,
+                # until the connection closes): give it back for the new owner at once
+                await incoming.nack(requeue=True)
+                return
             self._buffers[partition].append(incoming)
             self._arrived.set()
 
@@ -296,6 +308,15 @@ class RabbitMQBus:
         held = self._held.pop(message.id, None)
         if held is not None:
             await held.incoming.ack()
+
+    async def give_back(self, messages: list[Message]) -> None:
+        """Requeue handed-out messages this process will not process (their partition moved
+        to another consumer before they started): otherwise they would stay unacked here until
+        the connection closes."""
+        for message in messages:
+            held = self._held.pop(message.id, None)
+            if held is not None:
+                await held.incoming.nack(requeue=True)
 
     async def dead_letter(self, message: Message, letter: DeadLetter) -> None:
         """Confirmed publish to the DLQ, then ack (at-least-once; see the module docstring)."""

@@ -5,7 +5,9 @@ the pending entries of a dead or paused owner are the new owner's own history:
 
 * a partition that appears in ``partitions`` (newly owned) is read with XREADGROUP from id
   ``0`` — its pending entries, delivery counter bumped — page by page until empty;
-* then new entries with ``>``: one MULTI with, per owned stream, XREADGROUP ``>`` and XREVRANGE
+* then new entries with ``>``: first one pipeline of XREADGROUP ``>`` per owned stream (with a
+  backlog that is the whole fetch); when it found nothing, one MULTI with, per owned stream,
+  XREADGROUP ``>`` and XREVRANGE
   ``+ - COUNT 1`` (the stream's last id at the same instant); when nothing was new, XREAD BLOCK
   from those last ids wakes up as soon as one of the streams grows, and the read is repeated
   until ``block_ms`` is over. No entry added after the MULTI can be missed by the XREAD.
@@ -93,7 +95,24 @@ class SlotReader:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(block_ms, 0) / 1000
         streams = [bus._streams[p] for p in owned]
-        while True:
+        try:  # with a backlog this is all: one pipelined XREADGROUP per owned stream
+            async with bus._redis.pipeline(transaction=False) as pipe:
+                for p, stream in zip(owned, streams, strict=True):
+                    pipe.xreadgroup(
+                        bus.group, names.partition_consumer(p), {stream: ">"}, count=per_stream
+                    )
+                replies = await pipe.execute()
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            bus._ready = False  # a stream was deleted behind our back: recreate it
+            await bus.setup()
+            return []
+        found = [m for stream, reply in zip(streams, replies, strict=True)
+                 for m in bus._messages(stream.encode(), _entries(reply))]
+        if found:
+            return found
+        while True:  # nothing new: read again with each stream's tail, then block on those
             try:
                 async with bus._redis.pipeline(transaction=True) as pipe:
                     for p, stream in zip(owned, streams, strict=True):

@@ -39,7 +39,10 @@ class MemoryLocks:
         entry = self._entries.setdefault(name, _Entry())
         entry.users += 1
         try:
-            await self._acquire(entry.lock, name, wait_s)
+            if entry.users == 1:  # nobody else holds or waits: acquiring cannot block
+                await entry.lock.acquire()
+            else:
+                await self._acquire(entry.lock, name, wait_s)
             try:
                 yield
             finally:

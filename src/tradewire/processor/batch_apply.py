@@ -24,9 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tradewire.bus.base import Envelope
 from tradewire.domain import DomainEvent
-from tradewire.logging import bind, log
+from tradewire.logging import log
 from tradewire.notify.messages import trade_embed
 from tradewire.processor.effects import (
+    OrderLike,
+    TradeLike,
     cancelled_orders,
     database,
     notice_fields,
@@ -36,8 +38,8 @@ from tradewire.processor.effects import (
 )
 from tradewire.processor.state import Decision, decide
 from tradewire.store import batch_ops
-from tradewire.store.batch_ops import ItemWrite, Snapshot, TradeChange
-from tradewire.store.tables import Order, OrderStatus, Trade
+from tradewire.store.batch_ops import ItemWrite, OrderRow, Snapshot, TradeChange, TradeRow
+from tradewire.store.tables import OrderStatus
 from tradewire.store.types import wall_clock_ms
 
 logger = logging.getLogger("tradewire.worker")
@@ -60,8 +62,8 @@ class Item:
 class _Prepared:
     index: int
     write: ItemWrite
-    trade: Trade | None = None
-    order: Order | None = None
+    trade: TradeRow | None = None
+    order: OrderRow | None = None
     decision: Decision | None = None
 
 
@@ -71,7 +73,7 @@ class _Moved(Exception):
         self.event_ids = event_ids
 
 
-FollowUp = Callable[[Trade, Order | None, Decision], Awaitable[None]]
+FollowUp = Callable[[TradeLike, OrderLike | None, Decision], Awaitable[None]]
 Fallback = Callable[[Envelope, DomainEvent], Awaitable[Outcome]]
 
 
@@ -169,10 +171,11 @@ class BatchApplier:
                 later += [p.index for p in ready if p.write.event_id in moved.event_ids]
                 ready = [p for p in ready if p.write.event_id not in moved.event_ids]
                 continue
+            logs = logger.isEnabledFor(logging.INFO)
             for p in ready:
                 duplicate = p.write.event_id in written.duplicates
                 results[p.index] = Outcome.DUPLICATE if duplicate else Outcome.APPLIED
-                if not duplicate:
+                if logs and not duplicate:
                     _log_applied(p)
             return later
         return later + [p.index for p in ready]
@@ -183,8 +186,11 @@ def _log_applied(p: _Prepared) -> None:
     if p.trade is None or p.decision is None or not p.decision.changed:
         return
     status = next((c.values.get("status") for c in p.write.trades), None) or p.trade.status
-    with bind(userId=p.trade.user_id, symbol=p.trade.symbol, tradeId=p.trade.id):
-        log(logger, logging.INFO, "trade updated", event=p.write.kind, status=str(status))
+    # the batch runs in a context of its own (nothing bound): the per-event path's bound
+    # fields are passed as plain fields, same line, without a contextvars copy per event
+    trade = p.trade
+    log(logger, logging.INFO, "trade updated", userId=trade.user_id, symbol=trade.symbol,
+        tradeId=trade.id, event=p.write.kind, status=str(status))
 
 
 def _plan(index: int, item: Item, snapshot: Snapshot) -> _Prepared:

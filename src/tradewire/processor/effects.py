@@ -5,21 +5,62 @@ columns, the notification fields, and the database error classification."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from tradewire.domain import TradeStatus
+from tradewire.domain import Leg, Side, TradeStatus
 from tradewire.errors import DependencyDown
 from tradewire.processor.state import Decision, TradeView
-from tradewire.store.tables import OrderStatus, Trade
+from tradewire.store.tables import OrderStatus
 
 ASYNCPG_DOWN = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 DONE_ORDER = frozenset({OrderStatus.CANCELED, OrderStatus.FILLED, OrderStatus.FAILED,
                         OrderStatus.REJECTED, OrderStatus.EXPIRED})
+
+
+class OrderLike(Protocol):
+    """What these helpers read of an order: an ORM ``Order`` or a batch ``OrderRow``."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def leg(self) -> Leg: ...
+    @property
+    def client_order_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
+class TradeLike(Protocol):
+    """What these helpers read of a trade: an ORM ``Trade`` (orders loaded) or a batch
+    ``TradeRow``."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def user_id(self) -> int: ...
+    @property
+    def account_id(self) -> int: ...
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def side(self) -> Side: ...
+    @property
+    def status(self) -> TradeStatus: ...
+    @property
+    def quantity(self) -> Decimal: ...
+    @property
+    def entry_price(self) -> Decimal | None: ...
+    @property
+    def realized_pnl(self) -> Decimal: ...
+    @property
+    def commission(self) -> Decimal: ...
+    @property
+    def orders(self) -> Sequence[OrderLike]: ...
 
 
 @contextlib.contextmanager
@@ -37,14 +78,14 @@ def database() -> Iterator[None]:
         raise DependencyDown(f"database unavailable: {exc!r}") from exc
 
 
-def view(trade: Trade) -> TradeView:
+def view(trade: TradeLike) -> TradeView:
     """What the state machine needs to know of a trade (its orders loaded)."""
     working = frozenset(o.leg for o in trade.orders
                         if o.leg.is_exit and o.status not in DONE_ORDER)
     return TradeView(trade.status, trade.quantity, working)
 
 
-def same_phase(trade: Trade) -> list[TradeStatus]:
+def same_phase(trade: TradeLike) -> list[TradeStatus]:
     """Statuses the decision read in step 1 stays valid from. PENDING and OPEN differ only by
     the API having recorded its placement (which may land between our read and write)."""
     if trade.status in (TradeStatus.PENDING, TradeStatus.OPEN):
@@ -52,7 +93,7 @@ def same_phase(trade: Trade) -> list[TradeStatus]:
     return [trade.status]
 
 
-def trade_columns(trade: Trade, changes: dict[str, Any]) -> dict[str, Any]:
+def trade_columns(trade: TradeLike, changes: dict[str, Any]) -> dict[str, Any]:
     """The decision's trade changes as ``update_trade`` arguments (deltas made absolute)."""
     out = {k: v for k, v in changes.items() if not k.endswith("_delta") and k != "closed_at_ms"}
     if "closed_at_ms" in changes:
@@ -64,7 +105,7 @@ def trade_columns(trade: Trade, changes: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def notice_fields(trade: Trade, updates: dict[str, Any]) -> dict[str, Any]:
+def notice_fields(trade: TradeLike, updates: dict[str, Any]) -> dict[str, Any]:
     """The fields of the user's notification about this change."""
     return {
         "symbol": trade.symbol, "trade": trade.id, "side": trade.side.value,
@@ -76,7 +117,7 @@ def notice_fields(trade: Trade, updates: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def cancelled_orders(trade: Trade, decision: Decision) -> list[int]:
+def cancelled_orders(trade: TradeLike, decision: Decision) -> list[int]:
     """Ids of the trade's working orders the decision cancels."""
     return [o.id for o in trade.orders
             if o.leg in decision.cancel_legs and o.status not in DONE_ORDER]

@@ -53,8 +53,15 @@ from tradewire.notify.messages import trade_embed
 from tradewire.processor.batch import MicroBatcher
 from tradewire.processor.batch_apply import BatchApplier, Item, Outcome
 from tradewire.processor.effects import DONE_ORDER as _DONE_ORDER
+from tradewire.processor.effects import (
+    OrderLike,
+    TradeLike,
+    notice_fields,
+    same_phase,
+    trade_columns,
+    view,
+)
 from tradewire.processor.effects import database as _database
-from tradewire.processor.effects import notice_fields, same_phase, trade_columns, view
 from tradewire.processor.normalize import normalize
 from tradewire.processor.state import Decision, decide
 from tradewire.store import events, outbox, trades, users
@@ -129,7 +136,7 @@ class EventProcessor:
             return Outcome.DUPLICATE
         for plan in plans:
             with bind(tradeId=plan.trade.id):
-                await self._follow_up(plan)
+                await self._follow_up(plan.trade, plan.decision)
         return await self._write(envelope, event, plans)
 
     async def _read(self, event: DomainEvent) -> list[_Plan] | None:
@@ -160,21 +167,21 @@ class EventProcessor:
             plans.append(_Plan(trade, None, decide(view(trade), Leg.ENTRY, event)))
         return plans
 
-    async def _follow_up_one(self, trade: Trade, order: Order | None, decision: Decision
-                             ) -> None:
+    async def _follow_up_one(self, trade: TradeLike, order: OrderLike | None,
+                             decision: Decision) -> None:
         with bind(tradeId=trade.id):
-            await self._follow_up(_Plan(trade, order, decision))
+            await self._follow_up(trade, decision)
 
-    async def _follow_up(self, plan: _Plan) -> None:
+    async def _follow_up(self, trade: TradeLike, decision: Decision) -> None:
         """Cancel what the decision says must go (the sibling of a filled exit)."""
-        if not plan.decision.cancel_legs:
+        if not decision.cancel_legs:
             return
         with _database():
             async with self.sessions() as session:
-                creds = await users.account_credentials(session, self.box, plan.trade.account_id)
+                creds = await users.account_credentials(session, self.box, trade.account_id)
         client = self.pool.get(creds.account_id, creds.api_key, creds.api_secret)
-        for order in plan.trade.orders:
-            if order.leg not in plan.decision.cancel_legs or order.status in _DONE_ORDER:
+        for order in trade.orders:
+            if order.leg not in decision.cancel_legs or order.status in _DONE_ORDER:
                 continue
             try:
                 await client.cancel_algo_order(client_algo_id=order.client_order_id)

@@ -2,7 +2,8 @@
 
 ``read_batch`` loads in four statements what a batch of events needs: which event ids are
 already processed, the trades (with their orders) the events' client order ids point at, and
-the owners' webhooks. ``write_batch`` applies a batch in the caller's transaction:
+the owners' webhooks — as plain rows (``TradeRow``/``OrderRow``, SQLAlchemy Core), not ORM
+objects. ``write_batch`` applies a batch in the caller's transaction:
 
 1. processed-event rows, multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (ids in
    sorted order, so two writers never wait on each other crosswise); an id that was not
@@ -20,15 +21,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, or_, select, text, update
+from sqlalchemy import Table, bindparam, column, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
 
-from tradewire.domain import TradeStatus
+from tradewire.domain import Leg, Side, TradeStatus
 from tradewire.errors import ConfigError
 from tradewire.store._sql import dialect_name, to_json
 from tradewire.store.outbox import DUE_NOW
@@ -47,13 +48,48 @@ _EVENTS = cast(Table, ProcessedEvent.__table__)
 _NOTIFICATIONS = cast(Table, Notification.__table__)
 
 
+@dataclass(slots=True)
+class OrderRow:
+    """The columns of an ``orders`` row the batch path reads (plain values, no ORM state)."""
+
+    id: int
+    trade_id: int
+    leg: Leg
+    client_order_id: str
+    status: str
+
+
+@dataclass(slots=True)
+class TradeRow:
+    """The columns of a ``trades`` row the batch path reads, with its orders (by id)."""
+
+    id: int
+    user_id: int
+    account_id: int
+    symbol: str
+    side: Side
+    status: TradeStatus
+    quantity: Decimal
+    entry_price: Decimal | None
+    realized_pnl: Decimal
+    commission: Decimal
+    orders: list[OrderRow] = field(default_factory=list)
+
+
+_TRADE_COLUMNS = [_TRADES.c[name] for name in (
+    "id", "user_id", "account_id", "symbol", "side", "status", "quantity", "entry_price",
+    "realized_pnl", "commission")]
+_ORDER_COLUMNS = [_ORDERS.c[name] for name in (
+    "id", "trade_id", "leg", "client_order_id", "status")]
+
+
 @dataclass
 class Snapshot:
     """What ``read_batch`` found."""
 
     processed: set[str]
-    trades: dict[int, Trade]  # by id, orders loaded
-    orders: dict[str, Order]  # by client order id
+    trades: dict[int, TradeRow]  # by id, orders loaded
+    orders: dict[str, OrderRow]  # by client order id
     webhooks: dict[int, str | None]  # user id -> Discord webhook
 
 
@@ -86,23 +122,61 @@ async def read_batch(
     session: AsyncSession, event_ids: Collection[str], client_ids: Collection[str],
     user_ids: Collection[int],
 ) -> Snapshot:
+    if dialect_name(session) == "postgresql":
+        return await _pg_read_batch(session, event_ids, client_ids, user_ids)
     processed = set(await session.scalars(
         select(_EVENTS.c.event_id).where(_EVENTS.c.event_id.in_(list(event_ids)))
     )) if event_ids else set()
-    trades: dict[int, Trade] = {}
-    orders: dict[str, Order] = {}
-    if client_ids:
-        owning = select(Order.trade_id).where(Order.client_order_id.in_(list(client_ids)))
-        query = select(Trade).where(Trade.id.in_(owning)).options(selectinload(Trade.orders))
-        for trade in await session.scalars(query):
-            trades[trade.id] = trade
-            for order in trade.orders:
-                orders[order.client_order_id] = order
+    trades: dict[int, TradeRow] = {}
+    orders: dict[str, OrderRow] = {}
+    if client_ids:  # Core rows, not ORM objects: no identity map, no instance state per row
+        owning = select(_ORDERS.c.trade_id).where(
+            _ORDERS.c.client_order_id.in_(list(client_ids)))
+        for row in await session.execute(
+            select(*_TRADE_COLUMNS).where(_TRADES.c.id.in_(owning))
+        ):
+            trades[row[0]] = TradeRow(*row)
+        if trades:
+            query = (select(*_ORDER_COLUMNS).where(_ORDERS.c.trade_id.in_(list(trades)))
+                     .order_by(_ORDERS.c.id))
+            for row in await session.execute(query):
+                _add_order(trades, orders, OrderRow(*row))
     webhooks: dict[int, str | None] = {}
     if user_ids:
         rows = await session.execute(
             select(User.id, User.discord_webhook_url).where(User.id.in_(list(user_ids)))
         )
+        webhooks = {row[0]: row[1] for row in rows}
+    return Snapshot(processed, trades, orders, webhooks)
+
+
+def _add_order(trades: dict[int, TradeRow], orders: dict[str, OrderRow], order: OrderRow
+               ) -> None:
+    trades[order.trade_id].orders.append(order)
+    orders[order.client_order_id] = order
+
+
+async def _pg_read_batch(
+    session: AsyncSession, event_ids: Collection[str], client_ids: Collection[str],
+    user_ids: Collection[int],
+) -> Snapshot:
+    """``read_batch`` on PostgreSQL: fixed statements over arrays (prepared once per
+    connection, nothing built or compiled per batch) and the trades with their orders in one
+    join: three statements."""
+    processed = set(await session.scalars(
+        _PG_PROCESSED, {"ids": list(event_ids)})) if event_ids else set()
+    trades: dict[int, TradeRow] = {}
+    orders: dict[str, OrderRow] = {}
+    if client_ids:
+        width = len(_TRADE_COLUMNS)
+        for row in await session.execute(_PG_TRADES_AND_ORDERS, {"cids": list(client_ids)}):
+            trade = trades.get(row[0])
+            if trade is None:
+                trade = trades[row[0]] = TradeRow(*row[:width])
+            _add_order(trades, orders, OrderRow(*row[width:]))
+    webhooks: dict[int, str | None] = {}
+    if user_ids:
+        rows = await session.execute(_PG_WEBHOOKS, {"ids": list(user_ids)})
         webhooks = {row[0]: row[1] for row in rows}
     return Snapshot(processed, trades, orders, webhooks)
 
@@ -147,10 +221,12 @@ async def _moved(session: AsyncSession, items: Iterable[ItemWrite]) -> set[str]:
     if not expected:
         return set()
     ids = sorted({change.trade_id for _, change in expected})
-    query = select(_TRADES.c.id, _TRADES.c.status).where(_TRADES.c.id.in_(ids))
     if dialect_name(session) == "postgresql":
-        query = query.order_by(_TRADES.c.id).with_for_update()
-    status = {row[0]: row[1] for row in await session.execute(query)}
+        rows = await session.execute(_PG_LOCK_TRADES, {"ids": ids})
+    else:
+        rows = await session.execute(
+            select(_TRADES.c.id, _TRADES.c.status).where(_TRADES.c.id.in_(ids)))
+    status = {row[0]: row[1] for row in rows}
     return {event_id for event_id, change in expected
             if status.get(change.trade_id) not in change.only_from}
 
@@ -216,6 +292,23 @@ async def _enqueue(
 # --- PostgreSQL: one statement per step over unnest()ed arrays. The SQL text never varies
 # with the batch size, so asyncpg prepares each statement once per connection. ---
 
+_PG_PROCESSED = text(
+    "SELECT event_id FROM processed_events WHERE event_id = ANY(CAST(:ids AS varchar[]))"
+)
+_PG_TRADES_AND_ORDERS = text(
+    f"SELECT {', '.join(f't.{c.name}' for c in _TRADE_COLUMNS)}, "
+    f"{', '.join(f'o.{c.name} AS o_{c.name}' for c in _ORDER_COLUMNS)} "
+    "FROM trades t JOIN orders o ON o.trade_id = t.id WHERE t.id IN (SELECT trade_id FROM "
+    "orders WHERE client_order_id = ANY(CAST(:cids AS varchar[]))) ORDER BY o.id"
+).columns(*(column(c.name, c.type) for c in _TRADE_COLUMNS),
+          *(column(f"o_{c.name}", c.type) for c in _ORDER_COLUMNS))
+_PG_WEBHOOKS = text(
+    "SELECT id, discord_webhook_url FROM users WHERE id = ANY(CAST(:ids AS bigint[]))"
+)
+_PG_LOCK_TRADES = text(  # in id order, so two writers never wait on each other crosswise
+    "SELECT id, status FROM trades WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id "
+    "FOR UPDATE"
+).columns(_TRADES.c.id, _TRADES.c.status)
 _PG_MARK_PROCESSED = text(
     "INSERT INTO processed_events (event_id, account_id, kind, processed_at) "
     "SELECT v.event_id, v.account_id, v.kind, :now FROM unnest(CAST(:ids AS varchar[]), "
