@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     master_key: str = ""  # base64 32 bytes; default: generated into data_dir/master.key
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"  # CLI processes (uvloop where installed)
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     operator_token: str = ""  # bearer token for operator endpoints; empty: generated into data_dir
