@@ -225,6 +225,22 @@ def test_the_envelope_body_is_compact_json_in_field_order() -> None:
     assert Envelope.decode(replayed.encode()) == replayed
 
 
+@pytest.mark.parametrize("event", [
+    b'{"big":123456789012345678901234,"u64":18446744073709551616,"neg":-9223372036854775809}',
+    b'{"nan":NaN,"inf":-Infinity}',
+    b'{"lone":"\\ud800","f":1e-3,"n":[1,2.5,null,true]}',
+], ids=["big-ints", "nan", "surrogate"])
+def test_decoding_reads_bodies_exactly_as_the_stdlib_json_does(event: bytes) -> None:
+    """``Envelope.decode`` parses with orjson where it agrees with ``json.loads`` and with
+    ``json.loads`` where it would not (integers beyond 64 bits, NaN, lone surrogates)."""
+    body = (b'{"event_id":"ev-3","account_id":1,"user_id":2,"symbol":"","received_ms":3,'
+            b'"event":' + event + b',"synthetic":false,"replay_of":null}')
+    decoded = Envelope.decode(body).event
+    expected = json.loads(event)
+    assert repr(decoded) == repr(expected)  # NaN != NaN: compare the text of the values
+    assert [type(v) for v in decoded.values()] == [type(v) for v in expected.values()]
+
+
 def test_an_envelope_with_its_raw_event_text_embeds_it_verbatim() -> None:
     """``raw_event`` (the text the event was parsed from) goes into the body as it came; the
     body decodes to the same envelope; equality ignores it."""

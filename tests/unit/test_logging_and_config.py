@@ -80,3 +80,18 @@ def test_a_bad_master_key_is_a_clear_error(tmp_path: Path) -> None:
     short = base64.urlsafe_b64encode(b"x" * 16).decode()
     with pytest.raises(ConfigError, match="32 bytes"):
         master_key_bytes(Settings(data_dir=tmp_path, master_key=short))
+
+
+def test_binding_fields_already_bound_changes_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    from tradewire.logging import current
+
+    with bind(userId=1, symbol="BTCUSDT"):
+        outer = current()
+        with bind(userId=1, symbol="BTCUSDT"):  # the same values: nothing copied
+            assert current() == outer
+            with bind(userId=True):  # equal to 1 but another type: bound
+                assert current()["userId"] is True
+        with bind(userId=8, tradeId=None):
+            assert current() == {"userId": 8, "symbol": "BTCUSDT"}
+        assert current() == outer
+    assert current() == {}

@@ -202,3 +202,56 @@ def test_every_golden_struct_keeps_amounts_exact() -> None:
         else:
             continue
         assert not any(isinstance(value, float) for value in values)
+
+
+def _read_with_fields(payload: dict[str, Any]) -> OrderTradeUpdate:
+    """``OrderTradeUpdate.from_json`` through ``Fields`` only (the fast path disabled)."""
+    from tradewire.exchange.wire import OrderUpdate
+
+    class _Mapping(dict[str, Any]):  # not exactly a dict: the fast path is not taken
+        pass
+
+    order = OrderUpdate.from_json(_Mapping(payload["o"]))
+    slow = OrderTradeUpdate.from_json(_Mapping({**payload, "o": _Mapping(payload["o"])}))
+    assert slow.o == order
+    return slow
+
+
+def _order_updates() -> list[dict[str, Any]]:
+    return [e for e in all_events() if e.get("e") == "ORDER_TRADE_UPDATE"]
+
+
+def test_the_fast_path_reads_every_golden_order_update_as_fields_does() -> None:
+    """``OrderUpdate._plain`` (the worker's hot path) gives field for field what ``Fields``
+    gives, types included."""
+    assert _order_updates()
+    for payload in _order_updates():
+        fast, slow = OrderTradeUpdate.from_json(payload), _read_with_fields(payload)
+        assert fast == slow
+        assert [type(getattr(fast.o, k)) for k in vars(fast.o)] == [
+            type(getattr(slow.o, k)) for k in vars(slow.o)]
+
+
+@pytest.mark.parametrize("change", [
+    {"i": "123"}, {"T": ""}, {"t": None}, {"m": "true"}, {"R": "false"}, {"p": ""},
+    {"ap": None}, {"n": 3}, {"q": 1}, {"f": None}, {"ps": None}, {"N": None}, {"er": None},
+    {"E": "1767000000000"},
+], ids=str)
+def test_unusual_but_valid_values_read_the_same_on_either_path(change: dict[str, Any]) -> None:
+    """Values of another JSON type than usual (the strict readers accept them) leave the fast
+    path for ``Fields``, with the same result."""
+    payload = copy.deepcopy(_order_updates()[0])
+    if "E" in change:
+        payload.update(change)
+    else:
+        payload["o"].update(change)
+    assert OrderTradeUpdate.from_json(payload) == _read_with_fields(payload)
+
+
+def test_the_fast_path_decimal_cache_returns_equal_values() -> None:
+    from tradewire.exchange.fields import plain_decimal
+
+    assert plain_decimal("60000.10") == Decimal("60000.10")
+    assert plain_decimal("60000.10") == Decimal("60000.10")  # cached
+    assert str(plain_decimal("0.0100")) == "0.0100"  # exponent kept, as Decimal(text)
+    assert plain_decimal("", True) == 0 and plain_decimal(None, True) == 0

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from tradewire import metrics
+from tradewire import heap, metrics
 from tradewire.cli import dlq as dlq_cli
 from tradewire.cli import roles
 from tradewire.cli.demo import DemoFailed, Endpoints, closed_by, orders_placed, run_scenario
@@ -111,13 +111,16 @@ async def api(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
 
 async def streams(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> int:
     async with open_runtime(settings, migrate=False) as rt, _metrics_server(settings):
-        await roles.streams_manager(rt).run(stop)
+        manager = roles.streams_manager(rt)
+        heap.settle()  # the startup heap is built: keep it out of the collector
+        await manager.run(stop)
     return 0
 
 
 async def worker(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> int:
     async with open_runtime(settings, migrate=False) as rt, _metrics_server(settings):
         consumer, _ = roles.worker(rt)
+        heap.settle()  # the startup heap is built: keep it out of the collector
         try:
             await roles.until_stopped(
                 stop, consumer.run(stop), metrics.BusGaugeRefresher(rt.bus).run(stop))

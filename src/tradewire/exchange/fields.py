@@ -21,6 +21,67 @@ _INT = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 
 
+class NotPlain(Exception):
+    """Raised by the ``plain_*`` readers: the value is not of the usual shape; read the object
+    with ``Fields`` instead (which accepts the same values and names the field on an error)."""
+
+
+_PLAIN_DECIMALS: dict[str, Decimal] = {}  # decimal strings already checked (Decimal: immutable)
+_PLAIN_DECIMALS_MAX = 4096
+_ZERO = Decimal(0)
+
+
+def plain_decimal(value: object, absent_is_zero: bool = False) -> Decimal:
+    """``Fields.decimal`` (``decimal_or_zero`` with ``absent_is_zero``) of a value already taken
+    from the object, for the hot path: a recent string is a dict lookup, not a regex match and
+    a conversion. Anything else raises ``NotPlain``."""
+    if type(value) is str:
+        found = _PLAIN_DECIMALS.get(value)
+        if found is not None:
+            return found
+        if not _DECIMAL.fullmatch(value):
+            if absent_is_zero and value == "":
+                return _ZERO
+            raise NotPlain
+        if len(_PLAIN_DECIMALS) >= _PLAIN_DECIMALS_MAX:
+            _PLAIN_DECIMALS.clear()
+        found = _PLAIN_DECIMALS[value] = Decimal(value)
+        return found
+    if type(value) is int:
+        return Decimal(value)
+    if absent_is_zero and value is None:
+        return _ZERO
+    raise NotPlain
+
+
+def plain_int(value: object, absent_is_zero: bool = False) -> int:
+    """``Fields.integer`` (``opt_integer`` with ``absent_is_zero``) of a value, for the hot path;
+    ``NotPlain`` for anything but an int (or, absent, None)."""
+    if type(value) is int:
+        return value
+    if absent_is_zero and value is None:
+        return 0
+    raise NotPlain
+
+
+def plain_flag(value: object) -> bool:
+    """``Fields.opt_flag``: a bool, or False when absent; ``NotPlain`` otherwise."""
+    if value is None:
+        return False
+    if type(value) is bool:
+        return value
+    raise NotPlain
+
+
+def plain_text(value: object, default: str | None = None) -> str:
+    """``Fields.text`` (``opt_text`` with a ``default``); ``NotPlain`` otherwise."""
+    if type(value) is str:
+        return value
+    if value is None and default is not None:
+        return default
+    raise NotPlain
+
+
 class Fields:
     """Typed access to one JSON object; ``where`` names it in errors (``ORDER_TRADE_UPDATE.o``)."""
 

@@ -16,7 +16,14 @@ from decimal import Decimal
 from typing import Any, ClassVar, Self
 
 from tradewire.errors import PermanentError
-from tradewire.exchange.fields import Fields
+from tradewire.exchange.fields import (
+    Fields,
+    NotPlain,
+    plain_decimal,
+    plain_flag,
+    plain_int,
+    plain_text,
+)
 from tradewire.exchange.wire_rest import (
     AlgoCancelResponse,
     AlgoOrderResponse,
@@ -75,6 +82,11 @@ class OrderUpdate:
 
     @classmethod
     def from_json(cls, data: object, where: str = "ORDER_TRADE_UPDATE.o") -> Self:
+        if type(data) is dict:  # every worker event: the same fields, read without ``Fields``
+            try:
+                return cls._plain(data)
+            except NotPlain:
+                pass  # something unusual: ``Fields`` reads it, or names what is wrong
         r = Fields(data, where)
         return cls(
             s=r.text("s"), c=r.text("c"), S=r.text("S"), o=r.text("o"), f=r.opt_text("f"),
@@ -87,6 +99,26 @@ class OrderUpdate:
             er=str(r.data.get("er") or "0"),
         )
 
+    @classmethod
+    def _plain(cls, d: dict[str, Any]) -> Self:
+        """What ``from_json`` reads, field for field the same, when every value has its usual
+        JSON type (strings, decimal strings, ints, bools; optional ones absent or null);
+        ``NotPlain`` otherwise. A third of the cost of ``Fields`` per event."""
+        g = d.get
+        return cls(
+            s=plain_text(g("s")), c=plain_text(g("c")), S=plain_text(g("S")),
+            o=plain_text(g("o")), f=plain_text(g("f"), ""), q=plain_decimal(g("q")),
+            p=plain_decimal(g("p"), True), ap=plain_decimal(g("ap"), True),
+            sp=plain_decimal(g("sp"), True), x=plain_text(g("x")), X=plain_text(g("X")),
+            i=plain_int(g("i")), l=plain_decimal(g("l")), z=plain_decimal(g("z")),
+            L=plain_decimal(g("L"), True), N=plain_text(g("N"), ""),
+            n=plain_decimal(g("n"), True), T=plain_int(g("T"), True),
+            t=plain_int(g("t"), True), m=plain_flag(g("m")), R=plain_flag(g("R")),
+            wt=plain_text(g("wt"), ""), ot=plain_text(g("ot"), ""),
+            ps=plain_text(g("ps"), "BOTH"), cp=plain_flag(g("cp")),
+            rp=plain_decimal(g("rp"), True), er=str(g("er") or "0"),
+        )
+
 
 @dataclass(frozen=True)
 class OrderTradeUpdate:
@@ -97,6 +129,12 @@ class OrderTradeUpdate:
 
     @classmethod
     def from_json(cls, data: object) -> Self:
+        if type(data) is dict and type(data.get("o")) is dict:
+            try:
+                return cls(E=plain_int(data.get("E")), T=plain_int(data.get("T"), True),
+                           o=OrderUpdate.from_json(data["o"]))
+            except NotPlain:
+                pass
         r = Fields(data, cls.EVENT)
         order = OrderUpdate.from_json(r.obj("o").data)
         return cls(E=r.integer("E"), T=r.opt_integer("T"), o=order)
