@@ -51,6 +51,7 @@ processes only for RabbitMQ ``pending``, which is per process).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import threading
@@ -331,6 +332,28 @@ def instrument_publish(
 PublishMany = Callable[[Sequence[Envelope]], Awaitable[T]]
 
 
+def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """``histogram.observe(amount)`` for each amount (no labels, no exemplars), counted per
+    bucket first: one increment per bucket touched instead of two locked ones per amount (the
+    streams process observes every event it publishes)."""
+    bounds: list[float] | None = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:  # another prometheus_client layout
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    if not amounts:
+        return
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        counts[bisect.bisect_left(bounds, amount)] += 1  # first bound >= amount, as observe
+    total.inc(sum(amounts))
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
+
+
 class PublishTimer:
     """Socket receipt -> bus ack per envelope, into ``tradewire_stream_publish_seconds``.
 
@@ -348,10 +371,10 @@ class PublishTimer:
         async def timed(envelopes: Sequence[Envelope]) -> T:
             result = await publish_many(envelopes)
             now = time.perf_counter()
-            for envelope in envelopes:
-                started = self._started.pop(id(envelope), None)
-                if started is not None:
-                    STREAM_PUBLISH_SECONDS.observe(max(0.0, now - started))
+            pop = self._started.pop
+            latencies = [now - started for envelope in envelopes
+                         if (started := pop(id(envelope), None)) is not None]
+            observe_many(STREAM_PUBLISH_SECONDS, [max(0.0, s) for s in latencies])
             PUBLISHED.inc(len(envelopes))
             return result
 

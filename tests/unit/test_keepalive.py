@@ -200,3 +200,66 @@ def test_a_huge_interval_caps_the_slots_instead_of_freezing_the_loop() -> None:
         assert deadline is not None and deadline <= T0 + 1 + huge
     first = scheduler.next_due_ms()
     assert first is not None and T0 < first <= T0 + scheduler.period_ms
+
+
+def test_a_key_whose_put_is_in_flight_is_never_handed_out_twice() -> None:
+    """``begin``: however long the PUT waits (the client's weight budget), the key is not
+    handed out again; ``failed`` brings it back ``retry_ms`` later, ``extended`` at its phase."""
+    scheduler = KeepaliveScheduler(INTERVAL_MS, max_per_s=10, retry_ms=30_000)
+    scheduler.add(7, T0)
+    due = scheduler.next_due_ms()
+    assert due is not None
+    assert scheduler.due(due) == [7]
+    scheduler.begin(7)
+    assert scheduler.in_flight(7)
+    assert scheduler.due(due + 10 * 60_000) == []  # 10 min in flight: never re-handed
+    scheduler.failed(7, due + 10 * 60_000)
+    assert not scheduler.in_flight(7)
+    assert scheduler.due(due + 10 * 60_000 + 29_999) == []
+    assert scheduler.due(due + 10 * 60_000 + 30_000) == [7]
+    scheduler.begin(7)
+    scheduler.extended(7, due + 11 * 60_000)
+    assert not scheduler.in_flight(7)
+    assert scheduler.due(due + 11 * 60_000 + 60_000) == []
+    scheduler.remove(7)
+    scheduler.failed(7, due)  # a PUT ending after its key was removed: nothing comes back
+    assert scheduler.next_due_ms() is None
+
+
+def test_delayed_puts_keep_every_key_in_time_and_spread() -> None:
+    """Every PUT answers 8 s after it was handed out (in flight meanwhile): still one PUT per
+    key per cycle, every key within the interval, no window above twice the even rate."""
+    keys = 3000
+    scheduler = KeepaliveScheduler(INTERVAL_MS, max_per_s=10)
+    last = {account_id: T0 for account_id in range(keys)}
+    for account_id in range(keys):
+        scheduler.add(account_id, T0)
+    in_flight: deque[tuple[int, int]] = deque()  # (answer time, account)
+    puts: list[int] = []
+    now = T0
+    longest = 0
+    per_key: dict[int, int] = {}
+    while now < T0 + 3 * INTERVAL_MS:
+        now += 1000
+        while in_flight and in_flight[0][0] <= now:
+            _, account_id = in_flight.popleft()
+            longest = max(longest, now - last[account_id])
+            last[account_id] = now
+            scheduler.extended(account_id, now)
+        for account_id in scheduler.due(now):
+            assert not scheduler.in_flight(account_id), "handed out while its PUT is in flight"
+            scheduler.begin(account_id)
+            in_flight.append((now + 8000, account_id))
+            puts.append(now)
+            per_key[account_id] = per_key.get(account_id, 0) + 1
+    assert longest <= INTERVAL_MS
+    assert max(per_key.values()) <= 4  # one per cycle (3 intervals + the first, early one)
+    assert len(puts) <= keys * 3 * INTERVAL_MS // scheduler.period_ms + keys
+    window: deque[int] = deque()
+    busiest = 0
+    for at in (t for t in puts if t > T0 + INTERVAL_MS):
+        window.append(at)
+        while window[0] <= at - WINDOW_MS:
+            window.popleft()
+        busiest = max(busiest, len(window))
+    assert busiest <= 2 * even_rate(keys)

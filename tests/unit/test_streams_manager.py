@@ -4,6 +4,7 @@ replies, and the options taken from settings."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
 from pathlib import Path
@@ -21,7 +22,8 @@ from tradewire.store.tables import ExchangeAccount
 from tradewire.streams.directory import AccountSpec, StoreDirectory
 from tradewire.streams.manager import StreamsManager
 from tradewire.streams.options import StreamOptions
-from tradewire.streams.session import ControlReply, UserStreamSession
+from tradewire.streams.session import AccountRef, ControlReply, UserStreamSession
+from tradewire.streams.state import Account
 from tradewire.trading.clients import ClientPool
 
 
@@ -142,3 +144,57 @@ class _Empty:
 
     def client(self, spec: AccountSpec) -> Any:
         raise AssertionError("nothing to start")
+
+
+class SlowKeepaliveClient:
+    """A client whose listenKey PUT waits until released (e.g. on the IP weight budget)."""
+
+    def __init__(self) -> None:
+        self.puts = 0
+        self.release = asyncio.Event()
+
+    async def keepalive_listen_key(self) -> str:
+        self.puts += 1
+        await self.release.wait()
+        return "key"
+
+
+async def test_a_keepalive_put_waiting_long_is_never_doubled() -> None:
+    """A PUT held up far beyond the scheduler's retry time: no second PUT of that key is sent
+    meanwhile; once it succeeds the key's next extension is a whole cycle later."""
+    clock = ManualClock()
+    manager = StreamsManager(
+        StaticDirectory(), NullPublisher(), "ws://unused", clock,
+        options=StreamOptions(keepalive_interval_s=1800, keepalive_max_per_s=10),
+    )
+    client = SlowKeepaliveClient()
+    spec = AccountSpec(1, 1, "f")
+    account = Account(spec, AccountRef(1, 1), client, 0)  # type: ignore[arg-type]
+    account.key = "key"
+    manager.accounts[1] = account
+    manager._keepalive.add(1, clock.now_ms())
+    due = manager._keepalive.next_due_ms()
+    assert due is not None
+    clock.set(due)
+    for _ in range(60):  # ten minutes of ticks while the PUT waits (retry_ms is 30 s)
+        manager._keepalives(clock.now_ms())
+        await asyncio.sleep(0)
+        clock.advance(10_000)
+    assert client.puts == 1
+    client.release.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert manager.keepalives == 1 and not account.put_busy
+    next_due = manager._keepalive.next_due_ms()
+    assert next_due is not None and next_due - clock.now_ms() >= 15 * 60_000
+    manager._keepalives(clock.now_ms())
+    await asyncio.sleep(0)
+    assert client.puts == 1
+
+
+class StaticDirectory:
+    async def listing(self) -> list[AccountSpec]:
+        return []
+
+    def client(self, spec: AccountSpec) -> Any:
+        raise AssertionError("not used")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -145,6 +146,9 @@ class StreamAccountRow:
                 f"api_key={mask(self.api_key)!r})")
 
 
+STREAM_ACCOUNTS_CHUNK = 100  # rows read between two yields to the event loop
+
+
 async def stream_accounts(session: AsyncSession) -> list[StreamAccountRow]:
     """Active accounts of active users, cheaply (one query, no decryption): the streams
     manager re-reads this every couple of seconds and decrypts only new or changed ones."""
@@ -155,8 +159,15 @@ async def stream_accounts(session: AsyncSession) -> list[StreamAccountRow]:
         .where(User.active.is_(True), ExchangeAccount.active.is_(True))
         .order_by(ExchangeAccount.id)
     )
-    rows = await session.execute(query)
-    return [StreamAccountRow(int(a), int(u), str(k), str(e)) for a, u, k, e in rows]
+    # Core execution on the session's connection (the ORM's row loading cost ~30 us a row), read
+    # in chunks that let the event loop run in between: with 5,000 accounts one pass was a stall
+    # of the streams process's socket readers every refresh.
+    result = await (await session.connection()).execute(query)
+    out: list[StreamAccountRow] = []
+    for chunk in result.partitions(STREAM_ACCOUNTS_CHUNK):
+        out += [StreamAccountRow(int(a), int(u), str(k), str(e)) for a, u, k, e in chunk]
+        await asyncio.sleep(0)
+    return out
 
 
 def _credentials_query() -> Select[ExchangeAccount, User]:

@@ -188,6 +188,11 @@ class MuxConnection:
     def subscribed(self) -> int:
         return len(self._subscribed)
 
+    @property
+    def confirmed_keys(self) -> set[str]:
+        """The keys confirmed subscribed here (the live set: read it, do not change it)."""
+        return self._subscribed
+
     def carries(self, key: str) -> bool:
         """``key`` is confirmed subscribed here."""
         return key in self._subscribed
@@ -356,13 +361,14 @@ class MuxConnection:
         now = self.clock.now_ms()
         self.frames += 1
         actions = self.session.feed(frame)
-        if not actions or not all(isinstance(action, ControlReply) for action in actions):
+        if not actions or any(type(action) is not ControlReply for action in actions):
             self.last_frame_ms = now  # control replies prove nothing about the stream
             self.data_frames += 1
         for action in actions:
             if isinstance(action, Publish):
-                envelope = make_envelope(action.account, action.payload, now, raw=action.raw)
-                self.activity[action.account.account_id] = now
+                account = action.account
+                envelope = make_envelope(account, action.payload, now, raw=action.raw)
+                self.activity[account.account_id] = now
                 if self._on_receipt is not None:
                     self._on_receipt(envelope, started)
                 await self._submit(envelope)

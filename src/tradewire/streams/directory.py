@@ -9,6 +9,7 @@ database and the crypto box stay out of the streaming code (tests list accounts 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,12 +53,33 @@ class StoreDirectory:
         self._box = box
         self._pool = pool
         self._rows: dict[int, users.StreamAccountRow] = {}
+        self._specs: dict[int, AccountSpec] = {}
 
     async def listing(self) -> Sequence[AccountSpec]:
         async with self._sessions() as session:
             rows = await users.stream_accounts(session)
-        self._rows = {row.account_id: row for row in rows}
-        return [AccountSpec(row.account_id, row.user_id, fingerprint(row)) for row in rows]
+        # Unchanged rows keep their previous records and specs: no hash per row per refresh,
+        # and nothing new survives a refresh (survivors fill the collector's old generation,
+        # whose full scans stalled the loop for most of a second with 5,000 accounts).
+        old_rows, old_specs = self._rows, self._specs
+        new_rows: dict[int, users.StreamAccountRow] = {}
+        new_specs: dict[int, AccountSpec] = {}
+        specs: list[AccountSpec] = []
+        for n, row in enumerate(rows, 1):
+            if n % 100 == 0:
+                await asyncio.sleep(0)  # thousands of rows: let the socket readers run
+            account_id = row.account_id
+            old = old_rows.get(account_id)
+            spec = old_specs.get(account_id) if old == row else None
+            if spec is None or old is None:
+                spec = AccountSpec(account_id, row.user_id, fingerprint(row))
+            else:
+                row = old
+            new_rows[account_id] = row
+            new_specs[account_id] = spec
+            specs.append(spec)
+        self._rows, self._specs = new_rows, new_specs
+        return specs
 
     def client(self, spec: AccountSpec) -> ExchangeClient:
         row = self._rows[spec.account_id]

@@ -22,6 +22,10 @@ gets a *phase* and is extended once per cycle at that phase, with the phases spr
   most what a token bucket of ``max_per_s`` (burst: one second's worth) allows; the rest stay
   due for the next call. A key handed out and never confirmed by ``extended`` (a failed PUT) is
   handed out again ``retry_ms`` later.
+* ``begin(id)``: the key's PUT is now in flight. It is not handed out again while in flight,
+  however long the PUT waits (a client budget, a slow answer): two PUTs of one key are never
+  in flight. The PUT ends with ``extended`` (success: next extension at its phase) or
+  ``failed(id, now)`` (handed out again ``retry_ms`` later) or ``remove``.
 
 Evenness needs capacity: ``max_per_s * period`` must exceed the number of keys (10/s covers
 18,000 keys per 30 min); beyond that, keys queue up and ``late`` counts the extensions handed
@@ -44,6 +48,7 @@ class _Key:
     phase: int  # ms within the period
     last_ms: int  # last extension (or creation)
     due_ms: int  # when ``due`` hands it out next
+    busy: bool = False  # its PUT is in flight (``begin``): not handed out until it ends
 
 
 def _van_der_corput(n: int) -> float:
@@ -143,6 +148,7 @@ class KeepaliveScheduler:
         if key is None:
             self.add(account_id, now_ms)
             return
+        key.busy = False
         due = self._next_at(key.phase, now_ms)
         if due - now_ms >= self.period_ms // 2:
             key.last_ms, key.due_ms = now_ms, due
@@ -150,6 +156,26 @@ class KeepaliveScheduler:
             return
         self._load[key.slot] -= 1  # too soon after an early extension: re-phase
         self._schedule(account_id, self._place(now_ms + self.period_ms // 2, now_ms))
+
+    def begin(self, account_id: int) -> None:
+        """The key's PUT (handed out by ``due``) is in flight: not handed out again until
+        ``extended``, ``failed`` or ``remove``."""
+        key = self._keys.get(account_id)
+        if key is not None:
+            key.busy = True
+            key.due_ms = -1  # no heap entry matches: stale until the PUT ends
+
+    def failed(self, account_id: int, now_ms: int) -> None:
+        """The key's PUT failed (or was not sent): handed out again ``retry_ms`` later."""
+        key = self._keys.get(account_id)
+        if key is not None:
+            key.busy = False
+            key.due_ms = now_ms + self.retry_ms
+            heapq.heappush(self._heap, (key.due_ms, account_id))
+
+    def in_flight(self, account_id: int) -> bool:
+        key = self._keys.get(account_id)
+        return key is not None and key.busy
 
     def remove(self, account_id: int) -> None:
         key = self._keys.pop(account_id, None)

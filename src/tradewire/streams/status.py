@@ -59,9 +59,23 @@ class StatusView(StreamsCore):
         owned shards. ``streaming == wanted``: every account this pod owns is subscribed."""
         states = {state.value: 0 for state in AccountState}
         streaming = 0
-        for account_id, account in self.accounts.items():
-            states[(AccountState.BLIND if account.blind else account.state).value] += 1
-            streaming += self._is_streaming(account_id)
+        # O(accounts) every second (metrics): ``_is_streaming`` inlined, each group's socket
+        # looked at once (a StrEnum member is its value as a dict key)
+        blind_state = AccountState.BLIND
+        carried: dict[int, set[str] | None] = {}  # id(group) -> keys confirmed on its open socket
+        for account in self.accounts.values():
+            states[blind_state if account.blind else account.state] += 1
+            key, group = account.key, account.group
+            if key is None or group is None or account.rekey:
+                continue
+            if id(group) in carried:
+                confirmed = carried[id(group)]
+            else:
+                conn = group.conn
+                confirmed = carried[id(group)] = (conn.confirmed_keys
+                                                  if conn is not None and conn.is_open else None)
+            if confirmed is not None and key in confirmed:
+                streaming += 1
         for account_id in self._singles:
             up = self._is_streaming(account_id)
             states[(AccountState.STREAMING if up else AccountState.KEYED).value] += 1

@@ -32,22 +32,29 @@ class Upkeep(ConnectionGroups):
     """Keepalive PUTs, rotation, blind repair and subscription audits (module docstring)."""
 
     def _keepalives(self, now: int) -> None:
-        for account_id in self._keepalive.due(now):
+        scheduler = self._keepalive
+        for account_id in scheduler.due(now):
             account = self.accounts.get(account_id)
             if account is None:
-                self._keepalive.remove(account_id)
+                scheduler.remove(account_id)
                 continue
             if (account.put_busy or account.rekey or account.key is None
                     or now < account.put_retry_ms):
-                continue
+                continue  # handed out again ``retry_ms`` later (a re-key extends it anyway)
             account.put_busy = True
+            scheduler.begin(account_id)  # never handed out again while this PUT is in flight
             self._spawn(self._put(account), f"keepalive-{account_id}")
 
     async def _put(self, account: Account) -> None:
+        """One PUT; the scheduler hears how it ended (``extended`` or ``failed``), so a PUT
+        waiting long on the client's budget is never doubled by a second one."""
+        account_id = account.ref.account_id
+        extended = False
         try:
             async with self._put_slots:
                 await account.client.keepalive_listen_key()
-            self._keepalive.extended(account.ref.account_id, self._clock.now_ms())
+            extended = True
+            self._keepalive.extended(account_id, self._clock.now_ms())
             self.keepalives += 1
             metrics.STREAM_KEEPALIVES.labels(outcome="ok").inc()
         except ListenKeyInvalid:
@@ -58,9 +65,12 @@ class Upkeep(ConnectionGroups):
             account.put_retry_ms = (self._clock.now_ms()
                                     + round(self.options.keepalive_retry_s * 1000))
             log(logger, logging.WARNING, "listenKey keepalive failed; retrying",
-                userId=account.ref.user_id, accountId=account.ref.account_id, error=repr(exc))
+                userId=account.ref.user_id, accountId=account_id, error=repr(exc))
         finally:
             account.put_busy = False
+            if not extended and self._keepalive.in_flight(account_id):
+                # failed, refused (the re-key POST extends it) or cancelled: again later
+                self._keepalive.failed(account_id, self._clock.now_ms())
 
     def _watch(self, group: Group, now: int) -> None:
         """Rotation, blindness and the subscription audit of one group's socket."""
