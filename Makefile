@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench bench-pipeline bench-sim bench-bus demo clean
+.PHONY: run test lint typecheck unit bench bench-pipeline bench-sim bench-bus bench-streams demo clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 ## bench: every benchmark; each prints one JSON object on its last line
-bench: bench-pipeline bench-sim bench-bus
+bench: bench-pipeline bench-sim bench-bus bench-streams
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python bench/pipeline.py
@@ -46,6 +46,12 @@ bench-sim: $(STAMP)
 ## on PostgreSQL, for Redis, RabbitMQ and the embedded bus (needs PostgreSQL, Redis, RabbitMQ)
 bench-bus: $(STAMP)
 	$(BIN)/python bench/bus.py
+
+## bench-streams: one `streams` process with 5,000 accounts (memory, ingest events/s, publish p99,
+## keepalive spread), then two pods with 2,000 accounts: SIGKILL failover and a rolling restart
+## with fills counted in PostgreSQL (needs PostgreSQL and Redis; uses Redis DB 3, flushed)
+bench-streams: $(STAMP)
+	$(BIN)/python bench/streams.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

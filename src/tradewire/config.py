@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     connection_max_age_s: float = Field(default=23 * 3600, gt=0)  # rotate before the 24 h cut
     connect_attempts: int = Field(default=300, ge=1)  # per egress IP and window ...
     connect_window_s: float = Field(default=300.0, gt=0)  # ... (reference §3.3)
+    # request weight per minute this process may spend of its egress IP's budget (the exchange:
+    # 2400 per IP); processes sharing one IP each get their share (e.g. 2 pods: 1200)
+    ip_weight_per_minute: int = Field(default=2400, ge=1)
     keepalive_max_per_s: float = Field(default=10.0, gt=0)  # global cap on listenKey PUTs
     listenkey_concurrency: int = Field(default=16, ge=1)  # listenKey POSTs in flight
     reconcile_concurrency: int = Field(default=4, ge=1)  # accounts reconciled at once

@@ -13,6 +13,7 @@ from tradewire.bus.base import Bus
 from tradewire.bus.factory import create_bus
 from tradewire.clock import Clock, SystemClock
 from tradewire.config import Settings, master_key_bytes
+from tradewire.exchange.budget import BudgetConfig, Limit
 from tradewire.locks.base import Locks
 from tradewire.locks.factory import create_locks
 from tradewire.store.crypto import SecretBox
@@ -56,7 +57,8 @@ async def open_runtime(
             sessions=sessions,
             box=SecretBox(master_key_bytes(settings)),
             http=http,
-            pool=ClientPool(settings.rest_base_url, http, clock),
+            pool=ClientPool(settings.rest_base_url, http, clock, budget=BudgetConfig(
+                ip_weight=Limit(settings.ip_weight_per_minute, 60_000))),
             bus=bus,
             locks=locks,
             clock=clock,

@@ -147,9 +147,12 @@ async def notifier(args: argparse.Namespace, settings: Settings, stop: asyncio.E
 
 
 async def simulator(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> int:
+    from tradewire.simulator.app import create_app
+    from tradewire.simulator.limits import LimitConfig
     from tradewire.simulator.server import SimulatorServer
 
-    async with SimulatorServer(host=args.host, port=args.port) as sim:
+    app = create_app(limits=LimitConfig(ip_weight_per_minute=args.ip_weight_per_minute))
+    async with SimulatorServer(host=args.host, port=args.port, app=app) as sim:
         _say(f"exchange simulator on {sim.base_url}")
         await stop.wait()
     return 0

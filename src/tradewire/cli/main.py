@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulator", help="the exchange simulator on its own")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8090)
+    sim.add_argument("--ip-weight-per-minute", type=int, default=2400,
+                     help="request weight per IP and minute (the exchange: 2400)")
     db = sub.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade"])
     sub.add_parser("demo", help="the demo scenario to completion; prints a JSON summary last")

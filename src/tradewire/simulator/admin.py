@@ -56,6 +56,7 @@ from tradewire.simulator.gateway import json_response
 from tradewire.simulator.market import money
 from tradewire.simulator.rest import balance_rows, position_rows
 from tradewire.simulator.runtime import Runtime
+from tradewire.simulator.stats import stats_routes
 
 
 class AdminError(Exception):
@@ -152,6 +153,7 @@ def admin_routes(rt: Runtime) -> list[Route]:
         *engine_routes(rt),
         _route(rt, "/sim/limits/reset", "POST", reset_limits),
         *fault_routes(rt),
+        *stats_routes(rt),
     ]
 
 
