@@ -88,7 +88,8 @@ class AccountStream:
         key = await self.client.new_listen_key()
         session = UserStreamSession()
         session.add(key, self.account)
-        async with connect(f"{self.ws_base_url}/private/ws/{key}", max_size=2**22) as ws:
+        async with connect(f"{self.ws_base_url}/private/ws/{key}", max_size=2**22,
+                           compression=None) as ws:
             self.connected.set()
             log(logger, logging.INFO, "user stream connected")
             keepalive = asyncio.create_task(self._keepalive(ws))

@@ -87,6 +87,7 @@ class MuxConnection:
         control_msgs_per_s: float = 5.0,
         ping_interval_s: float | None = 20.0,
         ping_timeout_s: float | None = 20.0,
+        compression: bool = False,
         reply_timeout_s: float = 10.0,
         open_timeout_s: float = 10.0,
         activity: dict[int, int] | None = None,
@@ -100,6 +101,7 @@ class MuxConnection:
         self.control_interval_s = 1.0 / control_msgs_per_s
         self.ping_interval_s = ping_interval_s
         self.ping_timeout_s = ping_timeout_s
+        self.compression = compression
         self.reply_timeout_s = reply_timeout_s
         self.open_timeout_s = open_timeout_s
         self.activity = activity if activity is not None else {}
@@ -140,7 +142,7 @@ class MuxConnection:
         ws = await connect(
             self.url, max_size=2**22, ping_interval=self.ping_interval_s,
             ping_timeout=self.ping_timeout_s, open_timeout=self.open_timeout_s,
-            create_connection=_Socket,
+            compression="deflate" if self.compression else None, create_connection=_Socket,
         )
         assert isinstance(ws, _Socket)
         ws.on_ping = self._alive

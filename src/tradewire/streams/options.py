@@ -30,6 +30,7 @@ class StreamOptions:
     blind_after_s: float = 600.0
     ws_ping_interval_s: float | None = 20.0
     ws_ping_timeout_s: float | None = 20.0
+    ws_compression: bool = False
     handoff_timeout_s: float = 15.0
     stream_shards: int = 256
     refresh_s: float = 2.0  # account listing re-read (real seconds)
