@@ -132,8 +132,9 @@ class Settings(BaseSettings):
     blind_after_s: float = Field(default=600.0, gt=0)  # no frame (pings incl.) this long: blind
     ws_ping_interval_s: float = Field(default=20.0, gt=0)  # client pings; no pong in
     ws_ping_timeout_s: float = Field(default=20.0, gt=0)  # this long closes the socket
-    # permessage-deflate on user-data sockets: ~20 % of the streams process's CPU per event
-    # (and the exchange's) for a few kB/s per account saved; on where bandwidth is dear
+    # permessage-deflate on user-data sockets: decompression showed as up to ~20 % of the
+    # streams process's per-event profile (bench-streams: no clear change in events/s); on
+    # where bandwidth is dear
     ws_compression: bool = False
 
     # --- partition ownership (tradewire.bus.ownership): lease TTL and renew period ---
