@@ -34,3 +34,11 @@ def settle(young_threshold: int = YOUNG_THRESHOLD) -> None:
     gc.freeze()
     young, middle, old = gc.get_threshold()
     gc.set_threshold(max(young_threshold, young), middle, old)
+
+
+def freeze() -> None:
+    """Move every object alive now into the permanent generation, e.g. once a long-lived
+    population (thousands of accounts' clients, sockets and tasks) has been built after
+    ``settle()``: full collections no longer walk it. Cycles among frozen objects are never
+    collected; reference counting still frees the rest."""
+    gc.freeze()

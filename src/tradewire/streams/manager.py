@@ -36,11 +36,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from typing import Any
 
-from tradewire import metrics
+from tradewire import heap, metrics
 from tradewire.clock import Clock
 from tradewire.config import Settings
 from tradewire.logging import log
@@ -124,7 +123,7 @@ class StreamsManager(AccountDriver, Upkeep, StatusView):
         self._singles: dict[int, Single] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._metrics_at = 0.0
-        self._frozen_for = 0  # wanted accounts at the last ``gc.freeze`` (``_settle_heap``)
+        self._frozen_for = 0  # wanted accounts at the last ``heap.freeze`` (``_settle_heap``)
         self._ready_checked_at = 0.0
         self.reconnects = 0
         self.rotations = 0
@@ -336,7 +335,7 @@ class StreamsManager(AccountDriver, Upkeep, StatusView):
 
     def _settle_heap(self, status: dict[str, Any]) -> None:
         """Once every wanted account streams (and their number grew by a tenth since the last
-        time), move what is alive into the collector's permanent generation (``gc.freeze``).
+        time), move what is alive into the collector's permanent generation (``heap.freeze``).
         Thousands of accounts (their clients, sockets, tasks) are long-lived; left in the old
         generation, every full collection walked all of them, a stall of most of a second
         with 5,000 accounts, triggered by nothing more than the per-event garbage. Frozen
@@ -346,7 +345,7 @@ class StreamsManager(AccountDriver, Upkeep, StatusView):
         if (wanted >= FREEZE_MIN_ACCOUNTS and status["streaming"] == wanted
                 and wanted >= self._frozen_for * 1.1):
             self._frozen_for = wanted
-            gc.freeze()
+            heap.freeze()
 
     async def _mark_ready(self) -> None:
         """Tell the shards whose accounts all stream here (handover can finish)."""
