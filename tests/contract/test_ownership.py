@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from test_bus import PARTITIONS, envelope, flush, open_bus
+from tests.polling import until
 
 from tradewire.bus.base import Bus, Envelope, partition_for
 from tradewire.bus.consumer import Consumer
@@ -53,15 +54,6 @@ async def members(
     finally:
         for owner in owners:
             await owner.close()
-
-
-async def until(check: Callable[[], bool], timeout_s: float = 5.0) -> float:
-    """Seconds until ``check()`` holds (polled every 10 ms); fails after ``timeout_s``."""
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < timeout_s, "condition not reached in time"
-        await asyncio.sleep(0.01)
-    return time.monotonic() - start
 
 
 def split_ok(a: RedisOwnership, b: RedisOwnership) -> bool:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from redis.asyncio import Redis
+from tests.polling import until
 
 from tradewire import names
 from tradewire.bus.ownership import assignment
@@ -62,15 +63,6 @@ async def pods(
     finally:
         for pod in made:
             await pod.close()
-
-
-async def until(check: Callable[[], bool], timeout_s: float = 5.0) -> float:
-    """Seconds until ``check()`` holds (polled every 10 ms); fails after ``timeout_s``."""
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < timeout_s, "condition not reached in time"
-        await asyncio.sleep(0.01)
-    return time.monotonic() - start
 
 
 def converged(*live: RedisShards) -> bool:

@@ -36,6 +36,7 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
+from tests import polling
 from tests.conftest import fresh_postgres_database, require_service
 from tests.e2e.conftest import flush_redis
 
@@ -70,15 +71,8 @@ def free_port() -> int:
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float) -> float:
-    """Poll until ``check`` holds; its time in seconds. Fails naming ``what``."""
-    started = time.monotonic()
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not await check():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"not within {timeout_s} s: {what}")
-    return time.monotonic() - started
+    """``tests.polling.until`` polled every 50 ms (each check is an HTTP or SQL round trip)."""
+    return await polling.until(check, what, timeout_s, every_s=0.05)
 
 
 @dataclass

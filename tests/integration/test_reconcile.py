@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tests.polling import until
 from websockets.asyncio.client import connect
 
 from tradewire.bus.base import Envelope, Message
@@ -211,12 +212,6 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
                         await task
     finally:
         await engine.dispose()
-
-
-async def until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not check():
-            await asyncio.sleep(0.02)
 
 
 async def assert_exchange_sent_the_same(user: User, payloads: list[Payload]) -> None:

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
+from tests.polling import until
 from websockets.asyncio.client import ClientConnection, connect
 
 from tradewire.bus.base import Envelope, Message
@@ -186,18 +187,6 @@ async def take(bus: EmbeddedBus, count: int, timeout_s: float = 5.0) -> list[Env
 async def assert_nothing_more(bus: EmbeddedBus) -> None:
     """No further envelope shows up on the bus."""
     assert await bus.fetch("test", 1, 100) == []
-
-
-async def until(check: Callable[[], Any], timeout_s: float = 5.0) -> None:
-    """Poll ``check`` (sync or async) until it is truthy."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.02)
 
 
 def kinds(envelopes: list[Envelope]) -> list[str]:

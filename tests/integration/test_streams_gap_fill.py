@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +30,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tests import polling
 
 from tradewire.bus.base import Envelope
 from tradewire.bus.consumer import Consumer
@@ -188,20 +190,7 @@ class World:
         return out
 
 
-async def until(check: Callable[[], Awaitable[bool] | bool], what: str,
-                timeout_s: float = 10.0) -> None:
-    """Poll ``check`` until true; fail naming ``what`` after ``timeout_s``."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                result = check()
-                if not isinstance(result, bool):
-                    result = await result
-                if result:
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        pytest.fail(f"not within {timeout_s} s: {what}")
+until = functools.partial(polling.until, timeout_s=10.0)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests import polling
 
 from tradewire import metrics
 from tradewire.bus.base import Envelope, Message
@@ -247,15 +249,7 @@ small_budget = pytest.fixture(name="small_budget")(
     make_harness_fixture(connection_attempts_per_ip=12))
 
 
-async def until(check: Callable[[], Any], timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.02)
+until = functools.partial(polling.until, timeout_s=10.0)
 
 
 def mux_sockets(h: Harness) -> int:
