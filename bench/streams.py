@@ -14,11 +14,14 @@ a. memory: VmRSS of the process idle with 0 accounts, then with every account li
    ``kb_per_account`` = (RSS listening - RSS empty) / accounts. The time from insertion to
    every account listening is reported too (listenKey POSTs are bound by the 2,400/min IP
    weight).
-c. publish latency at 1,000 events/s (first, right after every account listens): 10 events
-   every 10 ms for ``--paced-s`` seconds; p99 of the process's ``tradewire_stream_publish_seconds``
-   histogram (bucket deltas over the phase; the figure is the upper bound of the bucket holding
-   the 99th percentile). Cross-check from Redis: entry id time (Redis clock) - the envelope's
-   ``received_ms`` and - the event's ``E`` (simulator time), 1 ms resolution.
+c. publish latency at 1,000 events/s (first, right after every account listens): the
+   simulator emits one event every millisecond for ``--paced-s`` seconds (``/sim/bench/pace``,
+   paced on its own loop: events arrive one by one, as from an exchange serving thousands of
+   accounts; ``paced_source_late_max_ms`` says how far the source itself ran late); p99 of
+   the process's ``tradewire_stream_publish_seconds`` histogram (bucket deltas over the phase;
+   the figure is the upper bound of the bucket holding the 99th percentile). Cross-check from
+   Redis: entry id time (Redis clock) - the envelope's ``received_ms`` and - the event's ``E``
+   (simulator time), 1 ms resolution.
 d. keepalives: the process runs with ``TRADEWIRE_KEEPALIVE_INTERVAL_S`` = ``--keepalive-s`` (180
    instead of 1,800: time scaled by 10, so the acceptance's 10 s window becomes 1 s, the PUT cap
    ``TRADEWIRE_KEEPALIVE_MAX_PER_S`` 10/s becomes 100/s, and the IP request weight (simulator
@@ -285,6 +288,17 @@ class Sim:
         emitted: int = answer.json()["emitted"]
         return emitted
 
+    async def pace(self, count: int, rate: int) -> None:
+        """Start the simulator's own paced emission (``/sim/bench/pace``)."""
+        answer = await self.http.post("/sim/bench/pace", json={"count": count, "rate": rate})
+        if answer.status_code == 404:
+            raise PhaseError("the simulator has no /sim/bench/pace")
+        answer.raise_for_status()
+
+    async def pace_status(self) -> dict[str, Any]:
+        body: dict[str, Any] = (await self.http.get("/sim/bench/pace")).json()
+        return body
+
     async def flat(self, api_keys: list[str]) -> int:
         """How many of the accounts have no position (their stop-loss filled)."""
         async def one(key: str) -> bool:
@@ -528,7 +542,7 @@ async def ingest(sim: Sim, redis: Redis, proc: Proc, events: int,
 
 
 async def paced(sim: Sim, redis: Redis, proc: Proc, metrics_port: int, seconds: float,
-                mine: set[int], rate: int = 1000, per_call: int = 10) -> dict[str, Any]:
+                mine: set[int], rate: int = 1000) -> dict[str, Any]:
     start_ids = {}
     for p in range(PARTITIONS):
         last = await redis.xrevrange(partition_name(p), count=1)
@@ -537,16 +551,17 @@ async def paced(sim: Sim, redis: Redis, proc: Proc, metrics_port: int, seconds: 
     base = await redis_len(redis)
     cpu0 = cpu_s(proc.pid)
     began = time.perf_counter()
-    calls = int(seconds * rate / per_call)
-    for i in range(calls):
-        await sim.emit(per_call)
-        delay = began + (i + 1) * per_call / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    target = int(seconds * rate)
+    await sim.pace(target, rate)
+    status = await sim.pace_status()
+    while status["running"]:
+        await asyncio.sleep(0.2)
+        status = await sim.pace_status()
     elapsed = time.perf_counter() - began
-    achieved = calls * per_call / elapsed
+    if status["emitted"] != target:
+        raise PhaseError(f"the simulator paced {status['emitted']} of {target} events")
+    achieved = target / status["elapsed_s"]
     cpu_pct = (cpu_s(proc.pid) - cpu0) / elapsed * 100
-    target = calls * per_call
     deadline = time.monotonic() + 30
     while (arrived := await redis_len(redis) - base) < target:
         foreign(arrived, target, 0)
@@ -577,6 +592,7 @@ async def paced(sim: Sim, redis: Redis, proc: Proc, metrics_port: int, seconds: 
                                                 "process (or no observations)")
     out: dict[str, Any] = {
         "paced_events": target, "paced_rate": round(achieved),
+        "paced_source_late_max_ms": status["late_max_ms"],
         "streams_cpu_pct_paced": round(cpu_pct, 1),
         "publish_histogram_count": count,
         "publish_p50_ms": None if p50 in (None, float("inf")) else round(p50 * 1000, 3),

@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     # streams process's per-event profile (bench-streams: no clear change in events/s); on
     # where bandwidth is dear
     ws_compression: bool = False
+    # publish_many calls in flight at once from the streams process (never two with one key:
+    # order per key holds); 1 sends one batch at a time
+    stream_publish_in_flight: int = Field(default=4, ge=1, le=64)
 
     # --- partition ownership (tradewire.bus.ownership): lease TTL and renew period ---
     partition_lease_ttl_s: float = Field(default=6.0, gt=0)  # a dead worker's partitions move

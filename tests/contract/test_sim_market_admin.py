@@ -91,3 +91,38 @@ async def test_bench_emit_sends_synthetic_events_round_robin_to_listening_accoun
         assert [f["stream"] for f in frames] == [*listen_keys, *listen_keys]
         assert all(isinstance(parse_event(f["data"]), AccountUpdate) for f in frames)
         assert (await admin.post("/sim/bench/emit", json={"count": -1})).status_code == 400
+
+
+async def test_bench_pace_spreads_events_evenly_at_the_rate() -> None:
+    """``/sim/bench/pace`` emits the same events as ``/sim/bench/emit``, one by one at the
+    given rate from the simulator's own loop: 40 events at 200/s take ~0.2 s and arrive
+    spread out, not in one burst; a second run while one is going is refused (409); bad
+    bodies answer 400; progress is readable."""
+    import json
+    import time
+
+    from websockets.asyncio.client import connect
+
+    from tradewire.simulator import SimulatorServer
+
+    async with SimulatorServer() as sim, httpx.AsyncClient(base_url=sim.base_url) as admin:
+        api_key = (await admin.post("/sim/accounts", json={})).json()["api_key"]
+        answer = await admin.post("/fapi/v1/listenKey", headers={"X-MBX-APIKEY": api_key})
+        listen_key = answer.json()["listenKey"]
+        async with connect(f"{sim.ws_url}/private/stream?listenKey={listen_key}") as ws:
+            started = await admin.post("/sim/bench/pace", json={"count": 40, "rate": 200})
+            assert started.json() == {"scheduled": 40, "rate": 200.0}
+            again = await admin.post("/sim/bench/pace", json={"count": 1, "rate": 10})
+            assert again.status_code == 409
+            arrivals = []
+            for _ in range(40):
+                frame = json.loads(await ws.recv())
+                assert frame["data"]["e"] == "ACCOUNT_UPDATE"
+                arrivals.append(time.monotonic())
+        span = arrivals[-1] - arrivals[0]
+        assert 0.15 <= span <= 1.0, span  # 39 intervals of 5 ms, not one burst
+        status = (await admin.get("/sim/bench/pace")).json()
+        assert status["emitted"] == status["scheduled"] == 40 and not status["running"]
+        for body in ({"count": 5}, {"count": 5, "rate": 0}, {"count": -1, "rate": 10},
+                     {"count": "5", "rate": 10}):
+            assert (await admin.post("/sim/bench/pace", json=body)).status_code == 400

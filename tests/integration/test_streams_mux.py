@@ -287,7 +287,7 @@ async def test_thirty_accounts_share_three_sockets_and_every_event_reaches_the_b
     # socket receipt -> bus ack timed for every stream event (not for synthetic ones)
     assert _sample("tradewire_stream_publish_seconds_count") - timed_before == len(
         [e for e in harness.seen if not e.synthetic])
-    manager.export_metrics()
+    await manager.export_metrics()
     assert _sample("tradewire_stream_connections") == 0  # closed by now
     assert _sample("tradewire_stream_accounts_wanted") == 0
 

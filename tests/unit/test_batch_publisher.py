@@ -224,3 +224,166 @@ async def test_run_twice_and_invalid_sizes_are_refused(bus: EmbeddedBus) -> None
     await task
     with pytest.raises(ValueError):
         BatchPublisher(bus.publish_many, max_batch=0)
+
+
+class PerCall:
+    """``bus.publish_many`` whose every call waits until the test answers it: ``ok(n)`` puts
+    call ``n``'s envelopes on the bus, ``fail(n)`` makes it raise (the publisher retries with
+    a new call)."""
+
+    def __init__(self, bus: EmbeddedBus) -> None:
+        self.bus = bus
+        self.calls: list[tuple[list[Envelope], asyncio.Future[bool]]] = []
+        self.changed = asyncio.Event()
+
+    async def __call__(self, envelopes: Sequence[Envelope]) -> list[str]:
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.calls.append((list(envelopes), answer))
+        self.changed.set()
+        if not await answer:
+            raise ConnectionError("bus down")
+        return await self.bus.publish_many(envelopes)
+
+    def seqs(self, n: int) -> list[int]:
+        return [e.event["seq"] for e in self.calls[n][0]]
+
+    def open_calls(self) -> list[int]:
+        return [n for n, (_, answer) in enumerate(self.calls) if not answer.done()]
+
+    def ok(self, n: int) -> None:
+        self.calls[n][1].set_result(True)
+
+    def fail(self, n: int) -> None:
+        self.calls[n][1].set_result(False)
+
+
+def by_key(seqs_and_keys: list[tuple[int, int]]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for seq, key in seqs_and_keys:
+        out.setdefault(key, []).append(seq)
+    return out
+
+
+async def on_bus(bus: EmbeddedBus) -> list[tuple[int, int]]:
+    """(seq, account id) of everything on the bus, per partition in stream order."""
+    out: list[tuple[int, int]] = []
+    while batch := await bus.fetch("c", 1000, 0):
+        out += [(e.event["seq"], e.account_id) for e in map(Envelope.decode,
+                                                             (m.body for m in batch))]
+    return out
+
+
+async def test_calls_of_different_keys_fly_together_and_a_busy_key_waits(
+    bus: EmbeddedBus,
+) -> None:
+    """``max_in_flight=3``: envelopes of three accounts go out in three calls at once, without
+    waiting for each other's ack; the next envelope of an account whose call is in flight waits
+    at the head of the FIFO (everything behind it too) until that call is acked."""
+    calls = PerCall(bus)
+    publisher = BatchPublisher(calls, max_in_flight=3, retry_initial_s=0.001)
+    task = asyncio.create_task(publisher.run())
+    for seq, account in enumerate((1, 2, 3)):
+        await publisher.submit(envelope(seq, account_id=account))
+        await settle()
+    assert calls.open_calls() == [0, 1, 2] and [calls.seqs(n) for n in range(3)] == [[0], [1], [2]]
+    await publisher.submit(envelope(3, account_id=4))  # every call slot is busy: it waits
+    await settle()
+    assert len(calls.calls) == 3
+    calls.ok(2)  # account 3's call acked: a slot is free, account 4 goes
+    await settle()
+    assert calls.seqs(3) == [3]
+    await publisher.submit(envelope(4, account_id=1))  # account 1 is still in flight (call 0)
+    await publisher.submit(envelope(5, account_id=5))  # behind it in the FIFO
+    calls.ok(3)
+    await settle()
+    assert len(calls.calls) == 4  # a free slot, but the head's key is busy
+    calls.ok(0)
+    await settle()
+    assert calls.seqs(4) == [4, 5]
+    calls.ok(1)
+    calls.ok(4)
+    await publisher.flush()
+    assert sorted(seq for seq, _ in await on_bus(bus)) == list(range(6))
+    await publisher.close()
+    await task
+
+
+async def test_a_failed_call_keeps_its_keys_order_while_other_keys_flow(
+    bus: EmbeddedBus,
+) -> None:
+    """A call that fails is retried; meanwhile calls of other accounts go on, and nothing of
+    the failed call's account overtakes it: per account, the bus holds submission order."""
+    calls = PerCall(bus)
+    async def at_once(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    publisher = BatchPublisher(calls, max_in_flight=2, max_batch=3, sleep=at_once)
+    task = asyncio.create_task(publisher.run())
+    await publisher.submit(envelope(0, account_id=1))
+    await settle()
+    for seq, account in enumerate((2, 2, 1, 2, 1), start=1):
+        await publisher.submit(envelope(seq, account_id=account))
+    await settle()
+    assert calls.open_calls() == [0, 1] and calls.seqs(1) == [1, 2]  # stops before account 1
+    calls.fail(0)
+    await settle()
+    calls.ok(1)
+    await settle()
+    # the retry of call 0 is in flight; account 1's next envelope (3) waits for it, and
+    # account 2's (4) behind it
+    assert calls.open_calls() == [2] and calls.seqs(2) == [0]
+    calls.ok(2)
+    await settle()
+    while open_ := calls.open_calls():
+        for n in open_:
+            calls.ok(n)
+        await settle()
+    await publisher.flush()
+    assert by_key(await on_bus(bus)) == {1: [0, 3, 5], 2: [1, 2, 4]}
+    assert publisher.failures == 1 and publisher.published == 6
+    await publisher.close()
+    await task
+
+
+async def test_flush_waits_for_an_earlier_call_still_in_flight(bus: EmbeddedBus) -> None:
+    """A later call acked first does not end ``flush``: it waits for every envelope submitted
+    before it."""
+    calls = PerCall(bus)
+    publisher = BatchPublisher(calls, max_in_flight=2)
+    task = asyncio.create_task(publisher.run())
+    await publisher.submit(envelope(0, account_id=1))
+    await settle()
+    await publisher.submit(envelope(1, account_id=2))
+    await settle()
+    flushing = asyncio.create_task(publisher.flush())
+    calls.ok(1)
+    await settle()
+    assert not flushing.done() and publisher.pending == 1
+    calls.ok(0)
+    await flushing
+    await publisher.close()
+    await task
+
+
+async def test_a_cancelled_run_puts_calls_in_flight_back_in_order(bus: EmbeddedBus) -> None:
+    """Cancelling ``run`` cancels its calls in flight; their envelopes are back at the head of
+    the FIFO in submission order, and ``close`` (or a new ``run``) sends them."""
+    calls = PerCall(bus)
+    publisher = BatchPublisher(calls, max_in_flight=2)
+    task = asyncio.create_task(publisher.run())
+    for seq in range(2):
+        await publisher.submit(envelope(seq, account_id=seq))
+        await settle()
+    await publisher.submit(envelope(2, account_id=0))
+    assert calls.open_calls() == [0, 1]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert publisher.pending == 3
+    closing = asyncio.create_task(publisher.close())
+    while not closing.done():
+        await settle()
+        for n in calls.open_calls():
+            calls.ok(n)
+    assert [calls.seqs(n) for n in range(2, len(calls.calls))] == [[0, 1, 2]]  # one batch
+    assert by_key(await on_bus(bus)) == {0: [0, 2], 1: [1]}

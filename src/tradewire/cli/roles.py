@@ -52,7 +52,8 @@ def streams_manager(rt: Runtime, *, refresh_s: float = 2.0) -> StreamsManager:
     ``create_shards`` (``LocalShards``: every shard), REST reconciliation after gaps."""
     settings = rt.settings
     timer = metrics.PublishTimer()
-    publisher = BatchPublisher(timer.wrap(rt.bus.publish_many))
+    publisher = BatchPublisher(timer.wrap(rt.bus.publish_many),
+                               max_in_flight=settings.stream_publish_in_flight)
     return StreamsManager(
         StoreDirectory(rt.sessions, rt.box, rt.pool), publisher, settings.ws_base_url, rt.clock,
         options=StreamOptions.from_settings(settings, refresh_s=refresh_s),
@@ -71,6 +72,10 @@ def worker(rt: Runtime) -> tuple[Consumer, EventProcessor]:
     consumer = Consumer.from_settings(
         rt.bus, metrics.instrument_handler(processor.handle), settings,
         concurrency=settings.worker_concurrency, ownership=create_ownership(settings),
+        batch_handler=(metrics.instrument_batch_handler(processor.handle_many)
+                       if settings.worker_batch_max > 0 else None),
+        batch_max=max(1, settings.worker_batch_max),
+        batch_wait_s=settings.worker_batch_wait_ms / 1000,
     )
     metrics.watch_consumer(consumer)
     return consumer, processor

@@ -14,6 +14,8 @@
 - ``POST /sim/slippage`` ``{"bps", "symbol"?}``; ``POST /sim/liquidation`` ``{"enabled"}``
 - ``POST /sim/bench/emit`` ``{"count": n}`` -> ``{"emitted": n}``: load generation — n balance
   ACCOUNT_UPDATE events round-robin over the accounts with a live listenKey
+- ``POST /sim/bench/pace`` ``{"count": n, "rate": r}``, ``GET /sim/bench/pace``: the same events
+  spread evenly at ``r`` per second by the simulator itself (``pacer.py``)
 - ``POST /sim/limits/reset`` -> forgets weight and order counters, bans and connection attempts
 
 Faults (``faults.py``; the same as ``runtime.faults`` from Python). ``api_key`` is optional
@@ -54,6 +56,7 @@ from tradewire.simulator import handlers, views
 from tradewire.simulator.errors import SimError
 from tradewire.simulator.gateway import json_response
 from tradewire.simulator.market import money
+from tradewire.simulator.pacer import pace_routes
 from tradewire.simulator.rest import balance_rows, position_rows
 from tradewire.simulator.runtime import Runtime
 from tradewire.simulator.stats import stats_routes
@@ -154,6 +157,7 @@ def admin_routes(rt: Runtime) -> list[Route]:
         _route(rt, "/sim/limits/reset", "POST", reset_limits),
         *fault_routes(rt),
         *stats_routes(rt),
+        *pace_routes(rt),
     ]
 
 

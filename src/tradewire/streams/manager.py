@@ -331,7 +331,7 @@ class StreamsManager(AccountDriver, Upkeep, StatusView):
             await self._mark_ready()
         if loop_now - self._metrics_at >= 1.0:
             self._metrics_at = loop_now
-            self._settle_heap(self.export_metrics())
+            self._settle_heap(await self.export_metrics())
 
     def _settle_heap(self, status: dict[str, Any]) -> None:
         """Once every wanted account streams (and their number grew by a tenth since the last

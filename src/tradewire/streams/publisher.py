@@ -1,18 +1,26 @@
-"""One FIFO in front of the bus: socket readers submit envelopes, one flusher publishes batches.
+"""One FIFO in front of the bus: socket readers submit envelopes, a flusher publishes batches.
 
 * ``submit`` appends to the FIFO and returns at once; it awaits only while ``max_pending``
   envelopes are submitted and not yet on the bus (back-pressure to the socket readers, which
   then stop reading: the exchange keeps the data in the socket buffers).
-* The flusher (``run``) sends up to ``max_batch`` envelopes per ``publish_many`` call, in
-  submission order, one batch at a time. There is no fixed wait: while a batch is in flight the
-  next one accumulates, so at a low rate an envelope waits one round trip, at a high rate the
-  batches grow by themselves.
-* A failed batch is logged and retried (the same envelopes, in the same order) after a growing
-  delay, ``retry_initial_s`` doubling up to ``retry_max_s``, forever: nothing is dropped and
-  nothing overtakes it. A bus that stays down therefore fills the FIFO and blocks ``submit``.
+* The flusher (``run``) takes up to ``max_batch`` envelopes from the head of the FIFO per
+  ``publish_many`` call and keeps up to ``max_in_flight`` calls in flight. There is no fixed
+  wait: an envelope is sent as soon as a call slot is free, and while every slot is busy the
+  next batch accumulates, so at a low rate an envelope waits about one round trip, at a high
+  rate the batches grow by themselves.
+* **Order per key.** A batch never carries an ordering key (``Envelope.key``) that a batch in
+  flight carries: the flusher stops taking envelopes at the first one whose key is in flight
+  and waits for that batch. Events of one key therefore reach the bus in submission order
+  whatever the outcome of each call, since concurrent calls share no key; events of different
+  keys may land in another order than submitted (the bus orders per key only). With
+  ``max_in_flight=1`` the whole FIFO is sent in order, one batch at a time.
+* A failed batch is logged and retried (the same envelopes) after a growing delay,
+  ``retry_initial_s`` doubling up to ``retry_max_s``, forever: nothing is dropped and nothing of
+  its keys overtakes it. A bus that stays down therefore fills the FIFO and blocks ``submit``.
 * ``flush`` returns once everything submitted before the call is on the bus; ``close`` stops
   accepting, flushes and ends ``run`` (if ``run`` is not running, ``close`` sends the rest
-  itself).
+  itself). Cancelling ``run`` cancels its calls in flight and puts their envelopes back at the
+  head of the FIFO, in submission order.
 * Counters: ``published`` (envelopes acked by the bus), ``batches``, ``failures`` (failed
   ``publish_many`` calls); ``observe(seconds)``, if given, receives every envelope's
   submit -> bus-ack latency (e.g. a Prometheus histogram's ``observe``).
@@ -25,6 +33,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tradewire.bus.base import Envelope
@@ -36,8 +45,16 @@ logger = logging.getLogger("tradewire.streams.publisher")
 PublishMany = Callable[[Sequence[Envelope]], Awaitable[Any]]
 
 
+@dataclass(slots=True)
+class _Item:
+    envelope: Envelope
+    key: str
+    seq: int  # submission number
+    submitted: float  # clock() at submit
+
+
 class BatchPublisher:
-    """Bounded FIFO + a single flusher task over ``publish_many``."""
+    """Bounded FIFO + a flusher task over ``publish_many`` with calls in flight per key."""
 
     def __init__(
         self,
@@ -45,25 +62,29 @@ class BatchPublisher:
         *,
         max_batch: int = 500,
         max_pending: int = 20_000,
+        max_in_flight: int = 1,
         observe: Callable[[float], object] | None = None,
         retry_initial_s: float = 0.1,
         retry_max_s: float = 5.0,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
-        if max_batch < 1 or max_pending < 1:
-            raise ValueError("max_batch and max_pending must be >= 1")
+        if max_batch < 1 or max_pending < 1 or max_in_flight < 1:
+            raise ValueError("max_batch, max_pending and max_in_flight must be >= 1")
         self._publish_many = publish_many
         self.max_batch = max_batch
         self.max_pending = max_pending
+        self.max_in_flight = max_in_flight
         self._observe = observe
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._clock = clock
         self._sleep = sleep
-        self._queue: deque[Envelope] = deque()
-        self._times: deque[float] = deque()  # submit time of each queued envelope
-        self._wake = asyncio.Event()  # something to send, or closing
+        self._queue: deque[_Item] = deque()  # submitted, not sent (or sent and given back)
+        self._flying: dict[asyncio.Task[None], list[_Item]] = {}  # calls in flight
+        self._busy: dict[str, int] = {}  # key -> envelopes of it in flight
+        self._in_flight = 0  # envelopes in flight
+        self._wake = asyncio.Event()  # something to send, a call ended, or closing
         self._room = asyncio.Event()  # pending dropped below max_pending
         self._room.set()
         self._progress = asyncio.Event()  # a batch was acked (flush waiters re-check)
@@ -71,7 +92,7 @@ class BatchPublisher:
         self._closing = False
         self._running = False
         self._stopped = asyncio.Event()
-        self._sending = asyncio.Lock()  # one batch in flight at a time (run or close)
+        self._sending = asyncio.Lock()  # close() without run(): one batch at a time
         self.published = 0
         self.batches = 0
         self.failures = 0
@@ -79,26 +100,32 @@ class BatchPublisher:
     @property
     def pending(self) -> int:
         """Submitted and not yet on the bus (queued + in flight)."""
-        return len(self._queue)
+        return len(self._queue) + self._in_flight
 
     async def submit(self, envelope: Envelope) -> None:
         """Enqueue; awaits only while ``max_pending`` envelopes are not yet on the bus."""
-        while len(self._queue) >= self.max_pending:
+        while self.pending >= self.max_pending:
             if self._closing:
                 break
             self._room.clear()
             await self._room.wait()
         if self._closing:
             raise RuntimeError("publisher is closed")
-        self._queue.append(envelope)
-        self._times.append(self._clock())
+        self._queue.append(_Item(envelope, envelope.key, self._submitted, self._clock()))
         self._submitted += 1
         self._wake.set()
+
+    def _unacked_floor(self) -> int:
+        """The lowest submission number not yet on the bus (``_submitted`` when none)."""
+        floor = self._queue[0].seq if self._queue else self._submitted
+        for items in self._flying.values():
+            floor = min(floor, items[0].seq)
+        return floor
 
     async def flush(self) -> None:
         """Wait until everything submitted so far is on the bus."""
         target = self._submitted
-        while self.published < target:
+        while self._unacked_floor() < target:
             self._progress.clear()
             await self._progress.wait()
 
@@ -110,14 +137,18 @@ class BatchPublisher:
         self._stopped.clear()
         try:
             while True:
-                if not self._queue:
-                    if self._closing:
-                        return
-                    self._wake.clear()
-                    await self._wake.wait()
+                batch = self._take() if len(self._flying) < self.max_in_flight else None
+                if batch:
+                    task = asyncio.create_task(self._send(batch))
+                    self._flying[task] = batch
+                    task.add_done_callback(self._landed)
                     continue
-                await self._send_one()
+                if self._closing and not self._queue and not self._flying:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
         finally:
+            self._give_back()
             self._running = False
             self._stopped.set()
 
@@ -130,40 +161,90 @@ class BatchPublisher:
             await self._stopped.wait()
         else:
             while self._queue:
-                await self._send_one()
+                async with self._sending:
+                    batch = self._take()
+                    if batch:
+                        await self._send(batch)
+                        self._done(batch)
 
-    async def _send_one(self) -> None:
-        """Send the oldest ``max_batch`` envelopes, retrying until the bus takes them. They
-        stay at the head of the FIFO until acked (a cancelled send leaves them there)."""
-        async with self._sending:
-            if self._queue:
-                await self._send_head()
+    # -- internals ---------------------------------------------------------------------------
 
-    async def _send_head(self) -> None:
-        queue = self._queue
-        size = min(len(queue), self.max_batch)
-        batch = [queue[i] for i in range(size)] if size < len(queue) else list(queue)
+    def _take(self) -> list[_Item]:
+        """Up to ``max_batch`` items from the head, stopping at the first key in flight; their
+        keys become busy."""
+        queue, busy = self._queue, self._busy
+        batch: list[_Item] = []
+        while queue and len(batch) < self.max_batch:
+            key = queue[0].key
+            if key in busy:
+                break
+            batch.append(queue.popleft())
+        for item in batch:
+            busy[item.key] = busy.get(item.key, 0) + 1
+        self._in_flight += len(batch)
+        return batch
+
+    async def _send(self, batch: list[_Item]) -> None:
+        """One ``publish_many`` call, retried until the bus takes the batch."""
+        envelopes = [item.envelope for item in batch]
         delay = self._retry_initial_s
         while True:
             try:
-                await self._publish_many(batch)
-                break
+                await self._publish_many(envelopes)
+                return
             except Exception as exc:
                 self.failures += 1
                 log(logger, logging.WARNING, "publishing a batch failed; retrying",
-                    size=size, retry_in_s=delay, failures=self.failures, error=error_text(exc))
+                    size=len(batch), retry_in_s=delay, failures=self.failures,
+                    error=error_text(exc))
             await self._sleep(delay)
             delay = min(delay * 2, self._retry_max_s)
+
+    def _landed(self, task: asyncio.Task[None]) -> None:
+        batch = self._flying.pop(task, None)
+        if batch is None:
+            return  # given back by a cancelled run
+        if task.cancelled() or task.exception() is not None:
+            self._release(batch)  # only cancellation ends _send without success
+            self._queue.extendleft(reversed(batch))
+            self._wake.set()
+            return
+        self._done(batch)
+
+    def _done(self, batch: list[_Item]) -> None:
         acked = self._clock()
-        times = self._times
         observe = self._observe
-        for _ in range(size):
-            queue.popleft()
-            submitted = times.popleft()
-            if observe is not None:
-                observe(acked - submitted)
-        self.published += size
+        if observe is not None:
+            for item in batch:
+                observe(acked - item.submitted)
+        self._release(batch)
+        self.published += len(batch)
         self.batches += 1
         self._progress.set()
-        if len(queue) < self.max_pending:
+        self._wake.set()
+        if self.pending < self.max_pending:
             self._room.set()
+
+    def _release(self, batch: list[_Item]) -> None:
+        busy = self._busy
+        for item in batch:
+            left = busy[item.key] - 1
+            if left:
+                busy[item.key] = left
+            else:
+                del busy[item.key]
+        self._in_flight -= len(batch)
+
+    def _give_back(self) -> None:
+        """``run`` ends: calls still in flight are cancelled, their envelopes back at the head
+        of the FIFO in submission order."""
+        if not self._flying:
+            return
+        flying, self._flying = self._flying, {}
+        back: list[_Item] = []
+        for task, batch in flying.items():
+            task.cancel()
+            self._release(batch)
+            back += batch
+        back.sort(key=lambda item: item.seq)
+        self._queue.extendleft(reversed(back))

@@ -10,10 +10,42 @@ connected).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from tradewire import metrics
-from tradewire.streams.state import AccountState, StreamsCore
+from tradewire.streams.state import Account, AccountState, StreamsCore
+
+EXPORT_CHUNK = 500  # accounts counted between two yields to the event loop
+
+
+class _Tally:
+    """Accounts per state and how many stream, counted over any number of slices."""
+
+    def __init__(self) -> None:
+        self.states = {state.value: 0 for state in AccountState}
+        self.streaming = 0
+
+    def add(self, accounts: Iterable[Account]) -> None:
+        # ``_is_streaming`` inlined (this runs over every account each second), each group's
+        # socket looked at once per slice (a StrEnum member is its value as a dict key)
+        states, blind_state = self.states, AccountState.BLIND
+        carried: dict[int, set[str] | None] = {}  # id(group) -> keys confirmed on its socket
+        streaming = 0
+        for account in accounts:
+            states[blind_state if account.blind else account.state] += 1
+            key, group = account.key, account.group
+            if key is None or group is None or account.rekey:
+                continue
+            if id(group) in carried:
+                confirmed = carried[id(group)]
+            else:
+                conn = group.conn
+                confirmed = carried[id(group)] = (conn.confirmed_keys
+                                                  if conn is not None and conn.is_open else None)
+            if confirmed is not None and key in confirmed:
+                streaming += 1
+        self.streaming += streaming
 
 
 class StatusView(StreamsCore):
@@ -57,25 +89,36 @@ class StatusView(StreamsCore):
     def status(self) -> dict[str, Any]:
         """A snapshot: accounts per state, connections, keys per connection, blind accounts,
         owned shards. ``streaming == wanted``: every account this pod owns is subscribed."""
-        states = {state.value: 0 for state in AccountState}
-        streaming = 0
-        # O(accounts) every second (metrics): ``_is_streaming`` inlined, each group's socket
-        # looked at once (a StrEnum member is its value as a dict key)
-        blind_state = AccountState.BLIND
-        carried: dict[int, set[str] | None] = {}  # id(group) -> keys confirmed on its open socket
-        for account in self.accounts.values():
-            states[blind_state if account.blind else account.state] += 1
-            key, group = account.key, account.group
-            if key is None or group is None or account.rekey:
-                continue
-            if id(group) in carried:
-                confirmed = carried[id(group)]
-            else:
-                conn = group.conn
-                confirmed = carried[id(group)] = (conn.confirmed_keys
-                                                  if conn is not None and conn.is_open else None)
-            if confirmed is not None and key in confirmed:
-                streaming += 1
+        tally = _Tally()
+        tally.add(self.accounts.values())
+        return self._snapshot(tally)
+
+    async def export_metrics(self) -> dict[str, Any]:
+        """``status()`` into the gauges, counted ``EXPORT_CHUNK`` accounts at a time with the
+        event loop free in between: one pass over 5,000 accounts took ~5 ms, a stall of every
+        socket reader each second (counts are therefore of a moment within the pass)."""
+        tally = _Tally()
+        accounts = list(self.accounts.values())
+        for at in range(0, len(accounts), EXPORT_CHUNK):
+            if at:
+                await asyncio.sleep(0)
+            tally.add(accounts[at:at + EXPORT_CHUNK])
+        status = self._snapshot(tally)
+        metrics.STREAM_CONNECTIONS.set(status["connections"])
+        keys: list[int] = status["keys_per_connection"]
+        metrics.STREAM_KEYS_PER_CONNECTION.labels(stat="max").set(max(keys, default=0))
+        metrics.STREAM_KEYS_PER_CONNECTION.labels(stat="mean").set(
+            sum(keys) / len(keys) if keys else 0)
+        for state, count in status["states"].items():
+            metrics.STREAM_ACCOUNTS.labels(state=state).set(count)
+        metrics.STREAM_WANTED.set(status["wanted"])
+        metrics.STREAM_STREAMING.set(status["streaming"])
+        metrics.STREAM_BLIND.set(status["blind"])
+        metrics.STREAM_OWNED_SHARDS.set(status["owned_shards"])
+        return status
+
+    def _snapshot(self, tally: _Tally) -> dict[str, Any]:
+        states, streaming = tally.states, tally.streaming
         for account_id in self._singles:
             up = self._is_streaming(account_id)
             states[(AccountState.STREAMING if up else AccountState.KEYED).value] += 1
@@ -104,21 +147,6 @@ class StatusView(StreamsCore):
             "synthetic_events": self.synthetic_events,
             "repair_failures": self.repair_failures,
         }
-
-    def export_metrics(self) -> dict[str, Any]:
-        status = self.status()
-        metrics.STREAM_CONNECTIONS.set(status["connections"])
-        keys: list[int] = status["keys_per_connection"]
-        metrics.STREAM_KEYS_PER_CONNECTION.labels(stat="max").set(max(keys, default=0))
-        metrics.STREAM_KEYS_PER_CONNECTION.labels(stat="mean").set(
-            sum(keys) / len(keys) if keys else 0)
-        for state, count in status["states"].items():
-            metrics.STREAM_ACCOUNTS.labels(state=state).set(count)
-        metrics.STREAM_WANTED.set(status["wanted"])
-        metrics.STREAM_STREAMING.set(status["streaming"])
-        metrics.STREAM_BLIND.set(status["blind"])
-        metrics.STREAM_OWNED_SHARDS.set(status["owned_shards"])
-        return status
 
     async def wait_streaming(self, timeout_s: float = 10.0, *,
                              at_least: int = 0) -> dict[str, Any]:
