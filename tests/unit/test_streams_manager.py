@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import update
+from tests.conftest import fresh_postgres_database
 
 from tradewire.clock import ManualClock
 from tradewire.config import Settings
@@ -52,13 +54,23 @@ class NullPublisher:
         return None
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 async def test_the_listing_decrypts_nothing_and_the_manager_only_new_or_changed(
-    tmp_path: Path
+    tmp_path: Path, database: str
 ) -> None:
     """Every refresh lists the active accounts without decrypting; the manager decrypts an
     account's secret once when it starts it, again only when its credentials change; a
-    disabled user's account leaves the listing."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    disabled user's account leaves the listing. On PostgreSQL an unchanged listing is not
+    read again: the directory answers with the very same list (its digest did not change),
+    and a new one after each change."""
+    if database == "sqlite":
+        await _listing_scenario(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}", database)
+    else:
+        async with fresh_postgres_database() as url:
+            await _listing_scenario(url, database)
+
+
+async def _listing_scenario(url: str, database: str) -> None:
     await upgrade(url)
     engine, sessions = create_engine_and_sessions(url)
     box = CountingBox(os.urandom(32))
@@ -81,6 +93,8 @@ async def test_the_listing_decrypts_nothing_and_the_manager_only_new_or_changed(
             assert box.opened == Counter({"secret-ann": 1, "secret-bob": 1})
             listed = await directory.listing()
             assert [s.user_id for s in listed] == [ann.id, bob.id]
+            if database == "postgresql":
+                assert await directory.listing() is listed  # digest unchanged: not re-read
             async with sessions() as session:
                 rows = await users.stream_accounts(session)
             assert "secret" not in repr(rows)
@@ -90,6 +104,8 @@ async def test_the_listing_decrypts_nothing_and_the_manager_only_new_or_changed(
                     ExchangeAccount.id == bob_account.id).values(
                     api_secret_enc=box.encrypt("secret-bob-2")))
                 await session.commit()
+            changed = await directory.listing()
+            assert changed is not listed and changed != listed
             await manager.sync()
             await manager.sync()
             assert box.opened["secret-bob-2"] == 1 and box.opened["secret-ann"] == 1
@@ -99,6 +115,12 @@ async def test_the_listing_decrypts_nothing_and_the_manager_only_new_or_changed(
                 await session.commit()
             await manager.sync()
             assert set(manager._singles) == {bob_account.id}
+            async with sessions() as session:
+                await users.create_user(session, box, name="cid", api_key="key-cid-123456",
+                                        api_secret="secret-cid")
+                await session.commit()
+            await manager.sync()
+            assert len(manager._singles) == 2
     finally:
         await engine.dispose()
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tradewire.errors import Conflict, NotFound
@@ -168,6 +168,29 @@ async def stream_accounts(session: AsyncSession) -> list[StreamAccountRow]:
         out += [StreamAccountRow(int(a), int(u), str(k), str(e)) for a, u, k, e in chunk]
         await asyncio.sleep(0)
     return out
+
+
+async def stream_accounts_digest(session: AsyncSession) -> str | None:
+    """A digest of what ``stream_accounts`` would list (ids, user ids, API keys, encrypted
+    secrets, in id order), computed by PostgreSQL: one short row instead of thousands, so the
+    streams manager reads the listing only when it changed. None on other databases (SQLite:
+    small, read whole)."""
+    connection = await session.connection()
+    if connection.dialect.name != "postgresql":
+        return None
+    from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+    row_text = func.concat_ws(":", ExchangeAccount.id, ExchangeAccount.user_id,
+                              ExchangeAccount.api_key, ExchangeAccount.api_secret_enc)
+    query = (
+        select(func.count(), func.md5(func.string_agg(
+            row_text, aggregate_order_by(literal(","), ExchangeAccount.id))))
+        .select_from(ExchangeAccount)
+        .join(User, User.id == ExchangeAccount.user_id)
+        .where(User.active.is_(True), ExchangeAccount.active.is_(True))
+    )
+    count, digest = (await connection.execute(query)).one()
+    return f"{count}:{digest or ''}"
 
 
 def _credentials_query() -> Select[ExchangeAccount, User]:

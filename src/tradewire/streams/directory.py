@@ -1,7 +1,10 @@
 """Which accounts exist to be streamed, and their REST clients.
 
-The manager re-reads the listing every ``refresh_s`` (2 s), so listing must stay cheap: it reads
-rows without decrypting anything, and ``fingerprint`` (a hash of the API key and the *encrypted*
+The manager re-reads the listing every ``refresh_s`` (2 s), so listing must stay cheap: on
+PostgreSQL it first asks for a digest of the listing (``users.stream_accounts_digest``) and
+reads the rows only when it changed (5,000 rows every 2 s were ~2.5 % of the streams process's
+time at 1,000 events/s, in slices that delayed the socket readers); it reads rows without
+decrypting anything, and ``fingerprint`` (a hash of the API key and the *encrypted*
 secret) tells the manager whether an account's credentials changed. Only an account that is new
 or changed costs a decryption (``AccountDirectory.client``). Kept apart from the manager so the
 database and the crypto box stay out of the streaming code (tests list accounts from memory).
@@ -35,7 +38,9 @@ class AccountSpec:
 
 class AccountDirectory(Protocol):
     async def listing(self) -> Sequence[AccountSpec]:
-        """Every active account of an active user (cheap: called every ``refresh_s``)."""
+        """Every active account of an active user (cheap: called every ``refresh_s``). The
+        same object as the previous answer means "unchanged" (a returned list is never
+        mutated afterwards)."""
         ...
 
     def client(self, spec: AccountSpec) -> ExchangeClient:
@@ -54,9 +59,16 @@ class StoreDirectory:
         self._pool = pool
         self._rows: dict[int, users.StreamAccountRow] = {}
         self._specs: dict[int, AccountSpec] = {}
+        self._digest: str | None = None  # of the rows behind ``_listed``
+        self._listed: list[AccountSpec] = []
 
     async def listing(self) -> Sequence[AccountSpec]:
+        """The specs; the very same list object as last time when the database's digest of
+        the listing did not change (PostgreSQL: nothing read but the digest)."""
         async with self._sessions() as session:
+            digest = await users.stream_accounts_digest(session)
+            if digest is not None and digest == self._digest:
+                return self._listed
             rows = await users.stream_accounts(session)
         # Unchanged rows keep their previous records and specs: no hash per row per refresh,
         # and nothing new survives a refresh (survivors fill the collector's old generation,
@@ -79,6 +91,7 @@ class StoreDirectory:
             new_specs[account_id] = spec
             specs.append(spec)
         self._rows, self._specs = new_rows, new_specs
+        self._digest, self._listed = digest, specs
         return specs
 
     def client(self, spec: AccountSpec) -> ExchangeClient:

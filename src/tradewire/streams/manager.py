@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from tradewire import heap, metrics
@@ -109,6 +110,7 @@ class StreamsManager(AccountDriver, Upkeep, StatusView):
         self._reconcile_slots = asyncio.Semaphore(opts.reconcile_concurrency)
         self._listing: dict[int, AccountSpec] | None = None
         self._listing_version = 0
+        self._listed_specs: Sequence[AccountSpec] | None = None  # the directory's last answer
         self._applied: tuple[Any, ...] | None = None
         self._shard_of: dict[int, int] = {}
         self._owned: frozenset[int] | None = None
@@ -215,6 +217,9 @@ class StreamsManager(AccountDriver, Upkeep, StatusView):
     async def refresh(self) -> None:
         """Re-read the account listing (cheap; nothing decrypted)."""
         specs = await self._directory.listing()
+        if specs is self._listed_specs:
+            return  # the directory says nothing changed (the same list object)
+        self._listed_specs = specs
         listing = {spec.account_id: spec for spec in specs}
         if listing != self._listing:  # unchanged specs are the same objects: a cheap compare
             self._listing = listing
