@@ -14,7 +14,8 @@ Metrics (``_total`` is added to counters by the exposition):
 * ``tradewire_event_processing_seconds{outcome}`` (handler duration, every attempt; outcome
   ``ok``/``error``) and ``tradewire_event_age_seconds`` (``now - envelope.received_ms`` when the
   handler succeeds: socket-to-commit latency; synthetic and replayed events are not recorded,
-  their ``received_ms`` is not a socket time) — recorded by ``instrument_handler``.
+  their ``received_ms`` is not a socket time) — recorded by ``instrument_handler`` (and by
+  ``instrument_batch_handler``: each event of a batch with the batch's duration).
 * Streams layer (``tradewire.streams``; the ``streams`` process's metrics endpoint):
   ``tradewire_stream_connections`` (open ``/private/stream`` sockets, or one-socket streams),
   ``tradewire_stream_keys_per_connection{stat="max"|"mean"}``,
@@ -79,6 +80,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from tradewire.bus.base import Bus, Envelope
+from tradewire.bus.batch_lanes import BatchHandler, Deferred
 from tradewire.bus.lanes import ConsumerStats
 from tradewire.clock import Clock, SystemClock
 from tradewire.logging import log
@@ -312,6 +314,35 @@ def instrument_handler(handler: Handler, *, clock: Clock | None = None) -> Handl
         PROCESSING_SECONDS.labels(outcome="ok").observe(time.perf_counter() - started)
         if not envelope.synthetic and envelope.replay_of is None:
             EVENT_AGE_SECONDS.observe(max(0, wall.now_ms() - envelope.received_ms) / 1000)
+
+    return instrumented
+
+
+def instrument_batch_handler(handler: BatchHandler, *, clock: Clock | None = None
+                             ) -> BatchHandler:
+    """``instrument_handler`` for the consumer's batch handler (``EventProcessor.handle_many``):
+    each event's attempt takes the batch's duration; ``Deferred`` events were not attempted."""
+    wall = clock or SystemClock()
+
+    async def instrumented(envelopes: Sequence[Envelope]) -> Sequence[BaseException | None]:
+        started = time.perf_counter()
+        try:
+            answers = await handler(envelopes)
+        except BaseException:
+            took = time.perf_counter() - started
+            for _ in envelopes:
+                PROCESSING_SECONDS.labels(outcome="error").observe(took)
+            raise
+        took, now_ms = time.perf_counter() - started, wall.now_ms()
+        ok, error = PROCESSING_SECONDS.labels(outcome="ok"), PROCESSING_SECONDS.labels("error")
+        for envelope, answer in zip(envelopes, answers, strict=True):
+            if answer is None:
+                ok.observe(took)
+                if not envelope.synthetic and envelope.replay_of is None:
+                    EVENT_AGE_SECONDS.observe(max(0, now_ms - envelope.received_ms) / 1000)
+            elif not isinstance(answer, Deferred):
+                error.observe(took)
+        return answers
 
     return instrumented
 

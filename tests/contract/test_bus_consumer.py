@@ -1,7 +1,9 @@
 """Consumer policy on every backend: per-key order, retries in place, DLQ, redelivery.
 
 Each test runs on every backend of ``test_bus.BACKENDS`` (see ``test_bus.open_bus``), with short
-retry delays, and uses ``Consumer.drain`` instead of sleeps.
+retry delays, and uses ``Consumer.drain`` instead of sleeps; and in both consumer modes: one
+task per lane, and batches of lane heads (``batch_handler``, here each event of a batch run by
+the same handler, ``bus.batch_lanes.one_by_one``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 from test_bus import BACKENDS, PARTITIONS, envelope, fetch_all, open_bus
 
 from tradewire.bus.base import Bus, Envelope, partition_for
+from tradewire.bus.batch_lanes import one_by_one
 from tradewire.bus.consumer import Consumer, Handler
 from tradewire.errors import DependencyDown, PermanentError, TransientError
 
@@ -28,10 +31,20 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
         yield opened
 
 
+_MODE = {"batches": False}
+
+
+@pytest.fixture(autouse=True, params=["lanes", "batches"])
+def consumer_mode(request: pytest.FixtureRequest) -> None:
+    _MODE["batches"] = request.param == "batches"
+
+
 def make_consumer(bus: Bus, handler: Handler, **options: Any) -> Consumer:
     defaults: dict[str, Any] = {
         "name": "w1", "retry_delays_s": (0.05, 0.1), "redelivery_idle_s": 0.3, "block_ms": 50,
     }
+    if _MODE["batches"]:
+        defaults.update(batch_handler=one_by_one(handler), batch_max=8)
     return Consumer(bus, handler, **{**defaults, **options})
 
 

@@ -167,3 +167,21 @@ def test_factory_picks_the_backend_from_the_url() -> None:
     assert isinstance(create_locks(Settings(lock_url="redis://127.0.0.1:6379/0")), RedisLocks)
     with pytest.raises(ConfigError):
         create_locks(Settings(lock_url="zookeeper://x"))
+
+
+async def test_hold_free_takes_only_the_free_names_and_releases_them(
+    lock_space: LockSpace,
+) -> None:
+    """A batch takes its free locks in one call: a name held elsewhere is not taken (and not
+    waited for), a name listed twice is taken once; after the block every name is free."""
+    busy, free_a, free_b = unique_name(), unique_name(), unique_name()
+    other = lock_space()
+    batch = lock_space().hold_free([free_a, busy, free_b, free_a], ttl_s=5)
+    async with other.hold(busy, ttl_s=5, wait_s=1), batch as taken:
+        assert taken == {free_a, free_b}
+        with pytest.raises(LockTimeout):
+            async with other.hold(free_a, ttl_s=5, wait_s=0.05):
+                pass
+    for name in (busy, free_a, free_b):
+        async with other.hold(name, ttl_s=5, wait_s=0.05):
+            pass

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +15,10 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tradewire import names
 from tradewire.bus.base import Envelope
+from tradewire.bus.consumer import Consumer
+from tradewire.bus.embedded import EmbeddedBus
 from tradewire.domain import Leg, Side, TradeStatus, client_order_id
 from tradewire.errors import ExchangeUnavailable, TransientError
 from tradewire.locks.memory import MemoryLocks
@@ -236,3 +240,63 @@ async def test_a_trade_that_moved_falls_back_to_the_per_event_path(
     assert statuses[moved] is TradeStatus.CANCELED  # the fill did not resurrect it
     assert sorted(s for tid, s in statuses.items() if tid != moved) == [TradeStatus.ACTIVE] * 4
     assert await processed(sessions) == 5
+
+
+async def test_handle_many_answers_each_event_on_its_own(sessions: Sessions) -> None:
+    """One call for many events: a failing follow-up fails only its event (retryable), an
+    event whose lock is held elsewhere is left untouched (``Deferred``), the rest commit."""
+    seeded = await seed(sessions, 6, "many")
+    pool = FakePool(failing={seeded[1]["cids"][Leg.TAKE_PROFIT]})
+    proc = processor(sessions, pool)
+    assert await proc.handle_many([order_event(t, Leg.ENTRY, "FILLED") for t in seeded]) == [
+        None] * 6
+    stops = [order_event(t, Leg.STOP_LOSS, "FILLED") for t in seeded]
+    held = names.lock_name(stops[4].user_id, stops[4].symbol)
+    async with proc.locks.hold(held):  # another task works on that position
+        answers = await proc.handle_many(stops)
+    assert [type(a).__name__ for a in answers] == [
+        "NoneType", "TransientError", "NoneType", "NoneType", "Deferred", "NoneType"]
+    async with sessions() as session:
+        marked = set(await session.scalars(select(ProcessedEvent.event_id)))
+    assert {e.event_id for e in stops} & marked == {stops[i].event_id for i in (0, 2, 3, 5)}
+    pool.client.failing.clear()
+    assert await proc.handle_many([stops[1], stops[4]]) == [None, None]
+    async with sessions() as session:
+        statuses = {t.id: t.status for t in await session.scalars(select(Trade))}
+    assert [statuses[t["trade"]] for t in seeded] == [TradeStatus.CLOSED] * 6
+
+
+async def test_the_consumer_batch_path_keeps_key_order_and_retries_only_the_failed_event(
+    sessions: Sessions,
+) -> None:
+    """Through the bus: entry then stop-loss fill of 12 trades (one key each) in batches of
+    heads; the stop of one trade fails its first attempt (exchange down) and is retried in
+    place while the other keys commit; every trade ends CLOSED, each event applied once."""
+    seeded = await seed(sessions, 12, "lanes")
+    failing = seeded[5]["cids"][Leg.TAKE_PROFIT]
+    pool = FakePool(failing={failing})
+    proc = processor(sessions, pool)
+    bus = EmbeddedBus(4)
+    for t in seeded:
+        await bus.publish(order_event(t, Leg.ENTRY, "FILLED"))
+    for t in seeded:
+        await bus.publish(order_event(t, Leg.STOP_LOSS, "FILLED"))
+    calls: list[int] = []
+
+    async def handle_many(envelopes: Sequence[Envelope]) -> Sequence[BaseException | None]:
+        calls.append(len(envelopes))
+        answers = await proc.handle_many(envelopes)
+        if any(answers):
+            pool.client.failing.clear()  # the exchange is back after the first failure
+        return answers
+
+    consumer = Consumer(bus, proc.handle, name="w", retry_delays_s=(0.01,), block_ms=20,
+                        batch_handler=handle_many, batch_wait_s=0.01)
+    await consumer.drain(10)
+    assert (consumer.stats.processed, consumer.stats.retried) == (24, 1)
+    assert proc.applied == 24 and max(calls) > 1 and len(calls) < 24
+    async with sessions() as session:
+        statuses = {t.id: t.status for t in await session.scalars(select(Trade))}
+    assert [statuses[t["trade"]] for t in seeded] == [TradeStatus.CLOSED] * 12
+    assert await bus.pending() == 0 and await bus.dlq_size() == 0
+    await bus.close()

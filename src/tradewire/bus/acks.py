@@ -1,7 +1,8 @@
 """Coalesced acks of one consumer (``tradewire.bus.consumer``).
 
-A micro-batch of events commits at once, so its lanes all ack in the same event-loop turn.
-``Acks.ack`` queues the message and waits: the queued acks are sent together by ONE
+A micro-batch of events commits at once, so its messages all ack together: ``Acks.ack_all``
+(the consumer's batch path) or ``Acks.ack`` from each lane in the same event-loop turn queue
+the messages and wait: the queued acks are sent together by ONE
 ``bus.ack_many`` call (Redis: one XACK per partition, all in one pipelined round trip; SQLite:
 one ``DELETE`` on the bus thread), at most one call in flight, the next one taking whatever
 queued meanwhile. Each caller still awaits its
@@ -9,9 +10,10 @@ own ack: the consumer releases a message only after the bus confirmed it, and a 
 every ack in it (those messages stay pending and are redelivered, as with a failed ``ack``).
 
 Nothing is acked earlier than before: a message is queued only after its handler returned (its
-batch committed). Backends without ``ack_many`` get one ``ack`` per message (RabbitMQ: a
-basic.ack is a frame written without a reply; ``multiple=True`` would also ack deliveries whose
-callbacks have not run yet, so it is not used).
+batch committed). Backends without ``ack_many`` get one ``ack`` per message. RabbitMQ's
+``ack_many`` writes one basic.ack frame per message, waiting only for the last write
+(``multiple=True`` would also ack older deliveries still waiting in other lanes, so it is not
+used).
 """
 
 from __future__ import annotations
@@ -37,16 +39,21 @@ class Acks:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self._many = bus if isinstance(bus, SupportsAckMany) else None
-        self._queued: list[tuple[Message, asyncio.Future[None]]] = []
+        self._queued: list[tuple[Sequence[Message], asyncio.Future[None]]] = []
         self._sender: asyncio.Task[None] | None = None
         self.calls = 0  # ack_many calls made (statistics, tests)
 
     async def ack(self, message: Message) -> None:
+        await self.ack_all((message,))
+
+    async def ack_all(self, messages: Sequence[Message]) -> None:
+        """Ack ``messages`` (all-or-error, as ``ack_many``)."""
         if self._many is None:
-            await self.bus.ack(message)
+            for message in messages:
+                await self.bus.ack(message)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queued.append((message, future))
+        self._queued.append((messages, future))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send())
         await future
@@ -61,7 +68,7 @@ class Acks:
                 continue
             self.calls += 1
             try:
-                await self._many.ack_many([m for m, _ in batch])
+                await self._many.ack_many([m for group, _ in batch for m in group])
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():

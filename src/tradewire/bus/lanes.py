@@ -110,7 +110,7 @@ class Work:
         return self.envelope.key
 
     def letter(
-        self, attempts: int, exc: Exception, first_failed_ms: int, now_ms: int, consumer: str
+        self, attempts: int, exc: BaseException, first_failed_ms: int, now_ms: int, consumer: str
     ) -> DeadLetter:
         """The DLQ entry for this message after ``attempts`` failed with ``exc`` last."""
         message, env = self.message, self.envelope

@@ -71,6 +71,7 @@ if TYPE_CHECKING:
 PAUSED_QUEUE = f"{names.EVENTS}.paused"
 _DLQ_SCAN_MAX = 100_000
 _QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
+_PERSISTENT = 2  # AMQP delivery mode
 
 
 def _queue_names(namespace: str, partitions: int) -> tuple[str, list[str], str, str]:
@@ -177,9 +178,10 @@ class RabbitMQBus:
                 await channel.set_qos(prefetch_count=self.prefetch)
                 self._consuming = channel
             for partition in sorted(set(self._tags) - wanted):
-                queue, tag = self._tags.pop(partition)
+                queue, tag = self._tags[partition]
                 self._wanted.discard(partition)
                 await queue.cancel(tag)
+                del self._tags[partition]  # from now on a late delivery is requeued at once
                 while self._buffers[partition]:
                     await self._buffers[partition].popleft().nack(requeue=True)
             for partition in sorted(wanted - set(self._tags)):
@@ -194,14 +196,19 @@ class RabbitMQBus:
 
     def _receiver(self, partition: int) -> Any:
         async def receive(incoming: AbstractIncomingMessage) -> None:
-            if partition not in self._wanted:
-                # a delivery of a partition being (or already) cancelled: aiormq runs delivery
-                # callbacks as tasks, so it can land after the buffer was requeued; handing it
-                # out would strand it (the lane of a partition not held drops it, unacked,
-                # until the connection closes): give it back for the new owner at once
+            if partition not in self._wanted and partition not in self._tags:
+                # a delivery of a partition already cancelled: aiormq runs delivery callbacks
+                # as tasks, so it can land after the buffer was requeued; handing it out would
+                # strand it (the lane of a partition not held drops it, unacked, until the
+                # connection closes): give it back for the new owner at once
                 await incoming.nack(requeue=True)
                 return
+            # while its basic.cancel is under way a delivery is buffered, not requeued: the
+            # broker would hand it straight back to this consumer (each return counts as a
+            # delivery: a few such bounces dead-lettered an event); the cancel requeues it
             self._buffers[partition].append(incoming)
+            if partition not in self._wanted:
+                return
             self._arrived.set()
 
         return receive
@@ -217,25 +224,32 @@ class RabbitMQBus:
 
         The publishes are started in order and take the channel's (FIFO) lock in that order,
         so the broker receives them in order; the call returns when every one is confirmed and
-        raises the first error after all have settled (the others may be stored)."""
+        raises the first error after all have settled (the others may be stored).
+
+        Sent through the underlying aiormq channel without waiting for each frame to be
+        written before the next one takes the lock (``wait=False``; the confirm is still
+        awaited): aio-pika's ``exchange.publish`` waits for that write, one socket send and a
+        few event-loop turns per message, about 0.6 ms of CPU each (publishing 20,000 took
+        15 s)."""
         if not envelopes:
             return []
-        import aio_pika
+        from aiormq.channel import Channel
+        from pamqp.commands import Basic
 
-        _, exchange = await self._publisher()
-        persistent = aio_pika.DeliveryMode.PERSISTENT
+        channel, _ = await self._publisher()
+        underlay = await channel.get_underlay_channel()
+        assert isinstance(underlay, Channel)  # its basic_publish takes ``wait``
         ids: list[str] = []
         sends = []
         for envelope in envelopes:
             message_id = uuid.uuid4().hex
             ids.append(message_id)
-            message = aio_pika.Message(
-                envelope.encode(), message_id=message_id, delivery_mode=persistent
-            )
-            routing_key = str(partition_for(envelope.key, self.partitions))
-            sends.append(asyncio.ensure_future(
-                exchange.publish(message, routing_key=routing_key, mandatory=True)
-            ))
+            sends.append(asyncio.ensure_future(underlay.basic_publish(
+                envelope.encode(), exchange=self._exchange_name,
+                routing_key=str(partition_for(envelope.key, self.partitions)),
+                properties=Basic.Properties(message_id=message_id, delivery_mode=_PERSISTENT),
+                mandatory=True, wait=False,
+            )))
         results = await asyncio.gather(*sends, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
@@ -289,7 +303,7 @@ class RabbitMQBus:
             for offset in range(self.partitions):
                 partition = (start + offset) % self.partitions
                 buffer = self._buffers[partition]
-                if buffer and len(taken) < count:
+                if buffer and len(taken) < count and partition in self._wanted:
                     incoming = buffer.popleft()
                     count_header = (incoming.headers or {}).get("x-delivery-count", 0)
                     redelivered = int(count_header) if isinstance(count_header, int) else 0
@@ -308,6 +322,17 @@ class RabbitMQBus:
         held = self._held.pop(message.id, None)
         if held is not None:
             await held.incoming.ack()
+
+    async def ack_many(self, messages: Sequence[Message]) -> None:
+        """basic.ack of each message (``bus.acks``: a committed batch at once), each frame
+        queued without waiting for it to be written except the last (frames go out in order):
+        one event-loop wait per batch instead of per message. ``multiple=True`` is not used:
+        it would also ack older deliveries of the channel still in other lanes."""
+        helds = [held for m in messages if (held := self._held.pop(m.id, None)) is not None]
+        for n, held in enumerate(helds, 1):
+            tag = held.incoming.delivery_tag
+            if tag is not None:
+                await held.incoming.channel.basic_ack(tag, wait=n == len(helds))
 
     async def give_back(self, messages: list[Message]) -> None:
         """Requeue handed-out messages this process will not process (their partition moved

@@ -6,6 +6,7 @@ Locks avoid duplicate work between workers; correctness rests on idempotent proc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -19,6 +20,14 @@ class Locks(Protocol):
         self, name: str, *, ttl_s: float = 30.0, wait_s: float = 30.0
     ) -> AbstractAsyncContextManager[None]:
         """Hold the named lock for the block. Raises ``LockTimeout`` after ``wait_s``."""
+        ...
+
+    def hold_free(
+        self, names: Sequence[str], *, ttl_s: float = 30.0
+    ) -> AbstractAsyncContextManager[set[str]]:
+        """Take, without waiting, each of ``names`` that is free, and hold those for the block;
+        yields the names taken (a batch of events takes its locks in one call: the busy ones
+        go the waiting way, ``hold``)."""
         ...
 
     async def close(self) -> None: ...

@@ -9,7 +9,7 @@ context manager releases on any exit, cancellation included).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -51,6 +51,26 @@ class MemoryLocks:
             entry.users -= 1
             if entry.users == 0:
                 del self._entries[name]
+
+    @asynccontextmanager
+    async def hold_free(
+        self, names: Sequence[str], *, ttl_s: float = 30.0
+    ) -> AsyncIterator[set[str]]:
+        taken: set[str] = set()
+        for name in names:
+            if name not in self._entries:  # nobody holds or waits: taking it cannot block
+                entry = self._entries[name] = _Entry(users=1)
+                await entry.lock.acquire()
+                taken.add(name)
+        try:
+            yield taken
+        finally:
+            for name in taken:
+                entry = self._entries[name]
+                entry.lock.release()
+                entry.users -= 1
+                if entry.users == 0:
+                    del self._entries[name]
 
     @staticmethod
     async def _acquire(lock: asyncio.Lock, name: str, wait_s: float) -> None:

@@ -6,6 +6,9 @@ backoff (5 ms doubling to 100 ms, with jitter) until ``wait_s``. Single Redis in
 fencing token: an optimisation against duplicate work, not a correctness mechanism
 (architecture decision 5). ``redis`` is imported on construction; nothing connects before use.
 
+``hold_free`` (a worker's batch takes the free locks of its events at once) is one script
+call with every name (SET NX PX for each, the indexes taken returned) and one release script.
+
 The SETs and releases that many holders issue in the same event-loop turn (a worker's whole
 micro-batch takes and releases its events' locks together) go to Redis in one pipeline, at
 most one pipeline in flight: one connection and one round trip instead of one per holder
@@ -20,7 +23,7 @@ import contextlib
 import logging
 import random
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,6 +42,25 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# hold_free: one script call for a whole batch of names (KEYS), owner token ARGV[1]
+_TAKE_FREE_LUA = """
+local taken = {}
+for i, key in ipairs(KEYS) do
+    if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
+        taken[#taken + 1] = i
+    end
+end
+return taken
+"""
+_RELEASE_ALL_LUA = """
+local released = 0
+for _, key in ipairs(KEYS) do
+    if redis.call('GET', key) == ARGV[1] then
+        released = released + redis.call('DEL', key)
+    end
+end
+return released
+"""
 _FIRST_BACKOFF_S = 0.005
 _MAX_BACKOFF_S = 0.1
 
@@ -51,6 +73,8 @@ class RedisLocks:
 
         self._redis: Redis = Redis.from_url(url)
         self._release = self._redis.register_script(_RELEASE_LUA)
+        self._take_free = self._redis.register_script(_TAKE_FREE_LUA)
+        self._release_all = self._redis.register_script(_RELEASE_ALL_LUA)
         self._queued: list[tuple[_Command, asyncio.Future[Any]]] = []
         self._sender: asyncio.Task[None] | None = None
         self.pipelines = 0  # round trips made (statistics, tests)
@@ -67,6 +91,26 @@ class RedisLocks:
             released = await self._call(_Command(name, token, 0))
             if not released:
                 log(logger, logging.WARNING, "lock expired before release", lock=name, ttlS=ttl_s)
+
+    @asynccontextmanager
+    async def hold_free(
+        self, names: Sequence[str], *, ttl_s: float = 30.0
+    ) -> AsyncIterator[set[str]]:
+        token = secrets.token_hex(16)  # one owner token for the whole set
+        unique = list(dict.fromkeys(names))
+        taken: list[str] = []
+        if unique:
+            ttl_ms = max(int(ttl_s * 1000), 1)
+            indexes = await self._take_free(keys=unique, args=[token, ttl_ms])
+            taken = [unique[int(i) - 1] for i in indexes]
+        try:
+            yield set(taken)
+        finally:
+            if taken:
+                released = await self._release_all(keys=taken, args=[token])
+                if int(released) != len(taken):
+                    log(logger, logging.WARNING, "locks expired before release",
+                        count=len(taken) - int(released), ttlS=ttl_s)
 
     async def _acquire(self, name: str, token: str, ttl_s: float, wait_s: float) -> None:
         loop = asyncio.get_running_loop()

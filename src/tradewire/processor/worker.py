@@ -12,8 +12,14 @@ One event is handled under the ``userId:symbol`` lock in three steps:
 A failure anywhere raises, so the bus retries the whole event; steps 2 and 3 are safe to repeat,
 and once step 3 commits the event id makes any redelivery a no-op.
 
-By default events go the batch path (``processor.batch_apply``): each event, under its lock,
-joins a micro-batch (``processor.batch.MicroBatcher``, up to ``batch_max`` events or
+The consumer's batch path calls ``handle_many`` with the heads of its lanes (at most one event
+per key): their locks are taken at once (``Locks.hold_free``), and the events whose lock was
+free are applied together by the batch path below; each event gets its own answer (None, its
+own error classified as below, or ``Deferred`` — its lock was busy, or it is a liquidation —
+for the consumer to run it through ``handle``).
+
+By default ``handle`` sends events the batch path too (``processor.batch_apply``): each event,
+under its lock, joins a micro-batch (``processor.batch.MicroBatcher``, up to ``batch_max`` events or
 ``batch_wait_s``) that does steps 1-3 for all of them with one read and ONE write transaction.
 Liquidations, and events the batch cannot apply safely (their trade moved since the read, two
 events of one trade in one batch), take the per-event path below. ``batch_max=0`` turns
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tradewire import names
 from tradewire.bus.base import Envelope
+from tradewire.bus.batch_lanes import Deferred
 from tradewire.domain import DomainEvent, EventKind, Leg, TradeStatus
 from tradewire.errors import (
     ExchangeUnavailable,
@@ -128,6 +136,50 @@ class EventProcessor:
             else:
                 self.duplicates += 1
                 log(logger, logging.INFO, "duplicate event ignored", eventId=event.event_id)
+
+    async def handle_many(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        """The bus batch handler (see the module docstring): one answer per envelope."""
+        answers: list[BaseException | None] = [None] * len(envelopes)
+        todo: dict[str, tuple[int, Item]] = {}  # lock name -> the event that takes it
+        for index, envelope in enumerate(envelopes):
+            try:
+                event = normalize(envelope)
+            except Exception as exc:
+                answers[index] = exc
+                continue
+            if event.kind in _SKIP:
+                continue
+            name = names.lock_name(envelope.user_id, envelope.symbol)
+            if self.batcher is None or event.kind is EventKind.LIQUIDATED or name in todo:
+                answers[index] = Deferred("per-event path")
+                continue
+            todo[name] = (index, Item(envelope, event))
+        if not todo:
+            return answers
+        async with self.locks.hold_free(list(todo)) as held:
+            batch = [todo[name] for name in todo if name in held]
+            outcomes = await self.applier([item for _, item in batch]) if batch else []
+        for name in todo.keys() - held:
+            answers[todo[name][0]] = Deferred("lock busy")
+        for (index, item), outcome in zip(batch, outcomes, strict=True):
+            answers[index] = self._answer(item, outcome)
+        return answers
+
+    def _answer(self, item: Item, outcome: Outcome | BaseException) -> BaseException | None:
+        if isinstance(outcome, ExchangeUnavailable | UnknownOutcome | RateLimited):
+            error = TransientError(f"exchange unavailable: {outcome}")
+            error.__cause__ = outcome
+            return error
+        if isinstance(outcome, BaseException):
+            return outcome
+        if outcome is Outcome.APPLIED:
+            self.applied += 1
+            self.history.append(item.envelope)
+        else:
+            self.duplicates += 1
+            log(logger, logging.INFO, "duplicate event ignored", eventId=item.event.event_id,
+                userId=item.envelope.user_id, symbol=item.envelope.symbol or None)
+        return None
 
     async def _apply(self, envelope: Envelope, event: DomainEvent) -> Outcome:
         """The per-event path (also the batch path's fallback); the caller holds the lock."""
