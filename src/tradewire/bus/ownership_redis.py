@@ -56,9 +56,19 @@ local epoch = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. epoch, 'PX', ARGV[2])
 return epoch
 """
-_RENEW_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+# KEYS: the leases; ARGV: their tokens, then the TTL (ms). Returns 1/0 per lease (renewed or
+# not ours any more): one command for every held lease instead of one per lease.
+_RENEW_MANY_LUA = """
+local ttl = ARGV[#KEYS + 1]
+local renewed = {}
+for i = 1, #KEYS do
+    if redis.call('GET', KEYS[i]) == ARGV[i] then
+        renewed[i] = redis.call('PEXPIRE', KEYS[i], ttl)
+    else
+        renewed[i] = 0
+    end
+end
+return renewed
 """
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -120,7 +130,7 @@ class RedisOwnership:
         self._redis: Redis = Redis.from_url(url)
         self._heartbeat = self._redis.register_script(_HEARTBEAT_LUA)
         self._acquire = self._redis.register_script(_ACQUIRE_LUA)
-        self._renew = self._redis.register_script(_RENEW_LUA)
+        self._renew_many = self._redis.register_script(_RENEW_MANY_LUA)
         self._release = self._redis.register_script(_RELEASE_LUA)
         self._held: dict[int, _Hold] = {}
         self._busy: Busy = lambda partition: False
@@ -248,11 +258,11 @@ class RedisOwnership:
         held = list(self._held.items())
         if not held:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for p, hold in held:
-                await self._renew(keys=[self.space.lease_name(p)], args=[hold.token, self._ttl_ms],
-                                  client=pipe)
-            results = await pipe.execute()
+        # one script for all of them: a pipeline of 256 renewals was ~5 ms of client CPU in
+        # one callback every renewal period, a stall of everything else on the event loop
+        results = await self._renew_many(
+            keys=[self.space.lease_name(p) for p, _ in held],
+            args=[*(hold.token for _, hold in held), self._ttl_ms])
         for (p, hold), ok in zip(held, results, strict=True):
             if ok:
                 hold.deadline = sent + self.ttl_s * _SAFETY
