@@ -1,6 +1,13 @@
 """The sans-I/O user-stream session: routing, expiry, malformed frames."""
 
+import inspect
 import json
+from dataclasses import MISSING, FrozenInstanceError, fields, replace
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tradewire.bus.base import Envelope
 from tradewire.streams.session import (
@@ -108,7 +115,7 @@ def test_an_exact_combined_frame_embeds_its_data_text() -> None:
 
 def test_other_combined_shapes_publish_without_raw_text() -> None:
     """Any other shape (spaces, other keys, keys in another order, duplicate keys, an escaped
-    key, a bytes frame) is parsed whole as before: same action, no raw text."""
+    key) is parsed whole as before: same action, no raw text."""
     data = {"e": "ACCOUNT_UPDATE", "E": 7}
     text = json.dumps(data, separators=(",", ":"))
     frames = [
@@ -118,11 +125,10 @@ def test_other_combined_shapes_publish_without_raw_text() -> None:
         '{"stream":"key-b","data":{"e":"X"},"data":' + text + "}",
         '{"stream":"key-b","data":' + text + ',"stream":"key-b"}',
         '{"stream":"key\\u002db","data":' + text + "}",  # "key-b" escaped
-        ('{"stream":"key-b","data":' + text + "}").encode(),
     ]
     s = session()
     s.add("key-b", BOB)
-    for frame in frames:
+    for frame in frames + [frame.encode() for frame in frames]:
         [action] = s.feed(frame)
         assert action == Publish(BOB, data) and action.raw is None, frame
     [action] = s.feed('{"stream":"key-b","data":' + text + "}")
@@ -138,3 +144,93 @@ def test_a_frame_that_is_no_identifiable_event_drops_its_raw_text() -> None:
     envelope = make_envelope(ALICE, action.payload, 5, raw=action.raw)
     assert envelope.raw_event is None and envelope.event["e"] == "MALFORMED"
     assert Envelope.decode(envelope.encode()) == envelope
+
+
+# --- frames as the socket's bytes --------------------------------------------------------------
+
+
+def test_a_bytes_frame_reads_as_its_text() -> None:
+    """The socket hands text frames over undecoded: the same actions as for the text, and the
+    ``data`` bytes of an exact combined frame are the raw text, sliced without a copy of the
+    text."""
+    frame = '{"stream":"key-b@ORDER_TRADE_UPDATE","data":' + ORDER + "}"
+    [action] = session().feed(frame.encode())
+    assert action == Publish(BOB, json.loads(ORDER)) and action.raw == ORDER.encode()
+    raw_stream = UserStreamSession()
+    raw_stream.add("key-a", ALICE)
+    [whole] = raw_stream.feed(ORDER.encode())
+    assert whole == Publish(ALICE, json.loads(ORDER)) and whole.raw == ORDER.encode()
+    assert session().feed(b'{"result":null,"id":3}') == [ControlReply(3, None)]
+
+
+@pytest.mark.parametrize("frame", [b"\xff{not utf-8", b'{"stream":"key-a","data":{"e":"\xc3"}}'])
+def test_a_frame_that_is_not_utf8_is_malformed(frame: bytes) -> None:
+    """A frame that is not UTF-8 is published as MALFORMED (the dead-letter queue), its text
+    read with replacement characters."""
+    [action] = session().feed(frame)
+    assert action == Publish(ALICE, {"e": "MALFORMED", "reason": "not JSON",
+                                     "raw": frame.decode(errors="replace")})
+
+
+ODD_NUMBERS = ["NaN", "-Infinity", "1e400", "18446744073709551616", "-9223372036854775809",
+               "123456789012345678901234", "1e-7", "-0", "-0.0", "0.1"]
+
+
+@pytest.mark.parametrize("number", ODD_NUMBERS)
+def test_numbers_orjson_reads_otherwise_are_read_by_json(number: str) -> None:
+    """NaN, infinities, numbers beyond a float, integers beyond 64 bits (which orjson would
+    read as floats) and lone surrogates: the payload is exactly ``json``'s."""
+    for data in ('{"e":"X","v":' + number + "}", '{"e":"X","s":"\\ud800","v":' + number + "}"):
+        frame = '{"stream":"key-a","data":' + data + "}"
+        [action] = session().feed(frame.encode())
+        assert isinstance(action, Publish)
+        assert repr(action.payload) == repr(json.loads(data)), frame
+        assert action.raw == data.encode()
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(["\ud800", "a\udfffb"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                 max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=6), JSON_VALUES, max_size=6), st.booleans())
+def test_every_exact_combined_frame_reads_as_json_reads_it(
+    data: dict[str, Any], ascii_only: bool
+) -> None:
+    """Whatever the payload (unicode, control characters, lone surrogates, floats, NaN, big
+    ints), the bytes of an exact combined frame give ``json``'s payload, and its text as raw."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=ascii_only)
+    frame = '{"stream":"key-b","data":' + text + "}"
+    try:
+        encoded = frame.encode()
+    except UnicodeEncodeError:  # a lone surrogate written as itself: no bytes frame has it
+        return
+    [action] = session().feed(encoded)
+    assert isinstance(action, Publish) and action.account == BOB
+    assert repr(action.payload) == repr(json.loads(text))
+    assert action.raw == text.encode()
+
+
+def test_publish_and_envelope_keep_their_dataclass_behaviour() -> None:
+    """The hand-written ``__init__``s take the fields' names and defaults; the instances stay
+    frozen, compare without the raw text and ``dataclasses.replace`` works."""
+    for cls in (Publish, Envelope):
+        params = inspect.signature(cls.__init__).parameters
+        assert [name for name in params if name != "self"] == [f.name for f in fields(cls)]
+        for f in fields(cls):
+            assert params[f.name].default == (
+                inspect.Parameter.empty if f.default is MISSING else f.default)
+    publish = Publish(ALICE, {"e": "X"}, b'{"e":"X"}')
+    assert publish == Publish(ALICE, {"e": "X"}) and vars(publish)["raw"] == b'{"e":"X"}'
+    envelope = make_envelope(ALICE, {"e": "X"}, 5, raw=b'{"e":"X"}')
+    assert envelope == make_envelope(ALICE, {"e": "X"}, 5)
+    assert vars(envelope).keys() == {f.name for f in fields(Envelope)}
+    assert replace(envelope, symbol="BTCUSDT").symbol == "BTCUSDT"
+    with pytest.raises(FrozenInstanceError):
+        envelope.symbol = "ETHUSDT"  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        publish.raw = None  # type: ignore[misc]

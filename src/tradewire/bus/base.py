@@ -31,7 +31,7 @@ def partition_for(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Envelope:
     """One exchange event as published by the streams layer."""
 
@@ -47,6 +47,25 @@ class Envelope:
     # of a raw ``/private/ws`` stream). ``encode`` then embeds it instead of serialising
     # ``event`` again, the costliest step of publishing. Not part of equality, not decoded.
     raw_event: bytes | None = field(default=None, compare=False, repr=False)
+
+    def __init__(
+        self, event_id: str, account_id: int, user_id: int, symbol: str, received_ms: int,
+        event: dict[str, Any], synthetic: bool = False, replay_of: str | None = None,
+        raw_event: bytes | None = None,
+    ) -> None:
+        """The dataclass ``__init__`` (same parameters, same defaults), at half the cost: the
+        fields go straight into the instance dict instead of one frozen-bypassing
+        ``object.__setattr__`` each (an envelope is built for every event received)."""
+        state = self.__dict__
+        state["event_id"] = event_id
+        state["account_id"] = account_id
+        state["user_id"] = user_id
+        state["symbol"] = symbol
+        state["received_ms"] = received_ms
+        state["event"] = event
+        state["synthetic"] = synthetic
+        state["replay_of"] = replay_of
+        state["raw_event"] = raw_event
 
     @property
     def key(self) -> str:

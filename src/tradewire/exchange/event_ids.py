@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, TypeGuard
 
+import orjson
+
 from tradewire.exchange.fields import Fields
 from tradewire.exchange.wire import event_type
 
@@ -40,6 +42,34 @@ def canonical_json(value: object) -> str:
 
 def _digest(value: object) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def _text_rows(body: dict[str, Any]) -> bool:
+    """Every value of ``body`` is a string or a list of objects whose values are all strings
+    (the usual ACCOUNT_UPDATE ``a``: ``{"m": ..., "B": [{...}], "P": [{...}]}``)."""
+    for value in body.values():
+        if type(value) is list:
+            for row in value:
+                if type(row) is not dict:
+                    return False
+                for text in row.values():
+                    if type(text) is not str:
+                        return False
+        elif type(value) is not str:
+            return False
+    return True
+
+
+def _body_digest(body: dict[str, Any]) -> str:
+    """``_digest(body)``, ten times faster for a body of strings (``_text_rows``): orjson with
+    sorted keys writes the same bytes as ``canonical_json`` for strings, objects and lists (but
+    not for every float, NaN, big int, non-JSON type: those take ``_digest``)."""
+    if _text_rows(body):
+        try:
+            return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        except orjson.JSONEncodeError:  # a lone surrogate, a key that is not a string
+            pass
+    return _digest(body)
 
 
 def _amount(value: Decimal) -> str:
@@ -74,7 +104,7 @@ def _account_update(payload: Mapping[str, Any]) -> str:
     when_ = payload.get("T")
     if type(body_) is dict and type(when_) is int and when_ and type(body_.get("m")) is str:
         # the usual shape, checked as ``Fields`` would (same text, a third of the time)
-        return f"acct:{when_}:{body_['m']}:{_digest(body_)[:16]}"
+        return f"acct:{when_}:{body_['m']}:{_body_digest(body_)[:16]}"
     r = Fields(payload, "ACCOUNT_UPDATE")
     body = r.obj("a")
     when = r.opt_integer("T") or r.integer("E")
@@ -137,6 +167,11 @@ def _text(value: object) -> str:
 def _account_symbol(body: Mapping[str, Any]) -> str:
     """ACCOUNT_UPDATE: the one symbol of its positions, else the funding-fee symbol ``S``."""
     positions = body.get("P")
+    if type(positions) is list and len(positions) < 2:  # the usual cases, without the set
+        if not positions:
+            return _text(body.get("S"))
+        if type(row := positions[0]) is dict:
+            return _text(row.get("s"))
     rows = positions if isinstance(positions, list) else []
     symbols = {_text(p.get("s")) for p in rows if _is_map(p)}
     if len(symbols) == 1:

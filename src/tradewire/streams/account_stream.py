@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import ConnectionClosedOK, WebSocketException
 
 from tradewire.bus.base import Envelope
 from tradewire.clock import Clock
@@ -94,7 +94,11 @@ class AccountStream:
             log(logger, logging.INFO, "user stream connected")
             keepalive = asyncio.create_task(self._keepalive(ws))
             try:
-                async for frame in ws:
+                while True:  # ``async for frame in ws``, text frames as bytes (``session``)
+                    try:
+                        frame = await ws.recv(decode=False)
+                    except ConnectionClosedOK:
+                        break
                     if self._stopping or await self._handle(session, frame):
                         break
             finally:
@@ -103,7 +107,7 @@ class AccountStream:
                     await keepalive
                 self.connected.clear()
 
-    async def _handle(self, session: UserStreamSession, frame: str | bytes) -> bool:
+    async def _handle(self, session: UserStreamSession, frame: bytes) -> bool:
         """Publish what the frame carries; True when the stream must be re-keyed."""
         rekey = False
         for action in session.feed(frame):

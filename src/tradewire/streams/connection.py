@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event
 
@@ -341,7 +341,11 @@ class MuxConnection:
     async def _read(self, ws: _Socket) -> None:
         reason: BaseException | None = None
         try:
-            async for frame in ws:
+            while True:  # ``async for frame in ws``, without decoding text frames
+                try:
+                    frame = await ws.recv(decode=False)
+                except ConnectionClosedOK:
+                    break
                 await self._frame(frame)
             reason = MuxClosed(f"closed by the exchange (code {ws.close_code})")
         except ConnectionClosed as exc:
@@ -358,12 +362,12 @@ class MuxConnection:
         finally:
             self._shutdown(reason)
 
-    async def _frame(self, frame: str | bytes) -> None:
+    async def _frame(self, frame: bytes) -> None:
         started = time.perf_counter()
         now = self.clock.now_ms()
         self.frames += 1
         actions = self.session.feed(frame)
-        if not actions or any(type(action) is not ControlReply for action in actions):
+        if not actions or type(actions[0]) is not ControlReply:  # a reply comes alone
             self.last_frame_ms = now  # control replies prove nothing about the stream
             self.data_frames += 1
         for action in actions:
