@@ -220,3 +220,48 @@ class StaticDirectory:
 
     def client(self, spec: AccountSpec) -> Any:
         raise AssertionError("not used")
+
+
+class KeyingClient:
+    """listenKey POSTs that wait until released (the IP weight budget being spent)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def new_listen_key(self) -> str:
+        await self.release.wait()
+        return "fresh-key"
+
+
+class RecordingReconciler:
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    async def reconcile(self, account: AccountRef, client: Any) -> list[dict[str, Any]]:
+        self.calls.append(account.account_id)
+        return []
+
+
+async def test_reconciliation_waits_while_other_accounts_take_their_keys() -> None:
+    """Streams first: while any account waits for its listenKey, a streaming account's
+    reconciliation (REST weight 8 for a missed fill) waits, so that a new shard owner keying
+    hundreds of accounts does not spend the IP weight on reconciliations first; once every
+    key is taken it runs."""
+    reconciler = RecordingReconciler()
+    manager = StreamsManager(StaticDirectory(), NullPublisher(), "ws://unused", ManualClock(),
+                             reconciler=reconciler)
+    keying_client = KeyingClient()
+    waiting = Account(AccountSpec(1, 1, "f"), AccountRef(1, 1), keying_client, 0)  # type: ignore[arg-type]
+    streaming = Account(AccountSpec(2, 2, "f"), AccountRef(2, 2), object(), 0)  # type: ignore[arg-type]
+    manager.accounts.update({1: waiting, 2: streaming})
+    taking = asyncio.create_task(manager._take_key(waiting))
+    await asyncio.sleep(0)
+    reconciling = asyncio.create_task(manager._reconcile(streaming))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert reconciler.calls == [] and not reconciling.done()
+    keying_client.release.set()
+    await taking
+    await reconciling
+    assert reconciler.calls == [2] and waiting.key == "fresh-key"
+    assert not streaming.reconcile and manager.reconciliations == 1

@@ -29,6 +29,8 @@ from tradewire.streams.groups import ConnectionGroups
 from tradewire.streams.session import AccountRef, make_envelope
 from tradewire.streams.state import Account, AccountState, Single
 
+KEYS_FIRST_MAX_WAIT_S = 30.0  # reconciliation waits at most this long for pending keys
+
 logger = logging.getLogger("tradewire.streams")
 
 
@@ -138,8 +140,15 @@ class AccountDriver(ConnectionGroups):
     async def _take_key(self, account: Account) -> None:
         if account.key is not None:
             account.state = AccountState.REKEYING
-        async with self._post_slots:
-            key = await account.client.new_listen_key()
+        self._keying += 1
+        self._keys_taken.clear()
+        try:
+            async with self._post_slots:
+                key = await account.client.new_listen_key()
+        finally:
+            self._keying -= 1
+            if not self._keying:
+                self._keys_taken.set()
         self.listenkey_posts += 1
         metrics.STREAM_LISTENKEY_POSTS.inc()
         now = self._clock.now_ms()
@@ -160,6 +169,15 @@ class AccountDriver(ConnectionGroups):
             return
         account.state = AccountState.RECONCILING
         try:
+            # streams first: while accounts wait for their listenKey (a new shard owner keying
+            # hundreds), reconciliation waits (up to ``KEYS_FIRST_MAX_WAIT_S``), so its REST
+            # weight (8 for a missed fill) does not spend the IP budget those 1-weight POSTs
+            # need; with a pod's share of 2,400/min, 1,000 keys and 200 reconciliations did not
+            # fit one minute and the last keys waited for the next (failover 60 s instead of 8)
+            if not self._keys_taken.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(KEYS_FIRST_MAX_WAIT_S):
+                        await self._keys_taken.wait()
             async with self._reconcile_slots:
                 payloads = await self._reconciler.reconcile(account.ref, account.client)
             now = self._clock.now_ms()

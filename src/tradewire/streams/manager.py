@@ -108,6 +108,9 @@ class StreamsManager(AccountDriver, Upkeep, StatusView):
         self._post_slots = asyncio.Semaphore(opts.listenkey_concurrency)
         self._put_slots = asyncio.Semaphore(opts.listenkey_concurrency)
         self._reconcile_slots = asyncio.Semaphore(opts.reconcile_concurrency)
+        self._keying = 0  # accounts waiting for or taking a listenKey (POST)
+        self._keys_taken = asyncio.Event()  # set while _keying == 0
+        self._keys_taken.set()
         self._listing: dict[int, AccountSpec] | None = None
         self._listing_version = 0
         self._listed_specs: Sequence[AccountSpec] | None = None  # the directory's last answer

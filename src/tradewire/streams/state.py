@@ -130,6 +130,8 @@ class StreamsCore:
     _post_slots: asyncio.Semaphore
     _put_slots: asyncio.Semaphore
     _reconcile_slots: asyncio.Semaphore
+    _keying: int
+    _keys_taken: asyncio.Event
     _listing: dict[int, AccountSpec] | None
     _owned: frozenset[int] | None
     _shard_of: dict[int, int]  # account id -> its shard (cached hash)
