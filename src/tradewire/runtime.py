@@ -14,7 +14,6 @@ from tradewire.bus.factory import create_bus
 from tradewire.clock import Clock, SystemClock
 from tradewire.config import Settings, master_key_bytes
 from tradewire.exchange.budget import BudgetConfig, Limit
-from tradewire.exchange.transport import LeanTransport
 from tradewire.locks.base import Locks
 from tradewire.locks.factory import create_locks
 from tradewire.store.crypto import SecretBox
@@ -44,11 +43,9 @@ async def open_runtime(
     if migrate:
         await upgrade(url)
     engine, sessions = create_engine_and_sessions(url)
-    # LeanTransport: ~0.6 ms less event-loop CPU per REST call than httpx's default transport
     http = httpx.AsyncClient(
-        transport=LeanTransport(max_connections=200, max_keepalive_connections=50,
-                                keepalive_expiry=5.0),
         timeout=httpx.Timeout(10.0, connect=5.0),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
     )
     clock = clock or SystemClock()
     bus = create_bus(settings)

@@ -1,4 +1,10 @@
-"""``LeanTransport``: a small HTTP/1.1 client transport for ``httpx.AsyncClient`` over asyncio.
+"""NOT WIRED IN (2026-11-26): ``runtime.open_runtime`` still builds the shared client on httpx's
+default transport. With this transport the streams benchmark's SIGKILL failover went from
+~10 s to ~60 s in three runs out of three (the surviving pod made no REST call for ~53 s after
+taking the dead pod's shards over, as if its IP weight budget were spent; same code on httpx's
+transport: 10.6 s). Not yet explained; find out before wiring it in (docs/benchmarks.md).
+
+``LeanTransport``: a small HTTP/1.1 client transport for ``httpx.AsyncClient`` over asyncio.
 
 Why: httpx's default transport (httpcore + h11 + anyio) costs ~0.7 ms of event-loop CPU per
 request; the streams process sends thousands of listenKey PUTs and REST reconciliations, and
