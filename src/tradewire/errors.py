@@ -143,3 +143,9 @@ _TRANSIENT = (ExchangeUnavailable, UnknownOutcome, RateLimited, TransientError, 
 def is_transient(exc: BaseException) -> bool:
     """True when the same operation may succeed if tried again later."""
     return isinstance(exc, (*_TRANSIENT, ConnectionError, TimeoutError, OSError))
+
+
+# What ``json.loads`` raises for text it cannot read: ``ValueError`` (``JSONDecodeError``,
+# ``UnicodeDecodeError``) and ``RecursionError`` (nesting deeper than the interpreter's recursion
+# limit: ``"[" * 5000`` fits in a 10 kB body). Every parse of outside input catches both.
+UNREADABLE_JSON: tuple[type[Exception], ...] = (ValueError, RecursionError)

@@ -30,7 +30,7 @@ from tradewire.bus.rabbitmq import RabbitMQBus, delete_namespace
 from tradewire.bus.redis_streams import RedisStreamsBus
 from tradewire.bus.sqlite_bus import SqliteBus
 from tradewire.config import Settings
-from tradewire.errors import ConfigError
+from tradewire.errors import ConfigError, PermanentError
 
 REDIS_TEST_DB = 15
 PARTITIONS = 4
@@ -229,7 +229,8 @@ def test_the_envelope_body_is_compact_json_in_field_order() -> None:
     b'{"big":123456789012345678901234,"u64":18446744073709551616,"neg":-9223372036854775809}',
     b'{"nan":NaN,"inf":-Infinity}',
     b'{"lone":"\\ud800","f":1e-3,"n":[1,2.5,null,true]}',
-], ids=["big-ints", "nan", "surrogate"])
+    b'{"neg":-9223372036854775809,"min":-9223372036854775808,"u":9999999999999999999}',
+], ids=["big-ints", "nan", "surrogate", "19-digit-below-int64"])
 def test_decoding_reads_bodies_exactly_as_the_stdlib_json_does(event: bytes) -> None:
     """``Envelope.decode`` parses with orjson where it agrees with ``json.loads`` and with
     ``json.loads`` where it would not (integers beyond 64 bits, NaN, lone surrogates)."""
@@ -239,6 +240,15 @@ def test_decoding_reads_bodies_exactly_as_the_stdlib_json_does(event: bytes) -> 
     expected = json.loads(event)
     assert repr(decoded) == repr(expected)  # NaN != NaN: compare the text of the values
     assert [type(v) for v in decoded.values()] == [type(v) for v in expected.values()]
+
+
+def test_a_body_nested_too_deeply_is_a_permanent_error() -> None:
+    """Nesting past both parsers' limits (orjson 1,024, json's recursion limit) is a malformed
+    message: PermanentError (straight to the DLQ), not a RecursionError retried as transient."""
+    body = (b'{"event_id":"ev-4","account_id":1,"user_id":2,"symbol":"","received_ms":3,'
+            b'"event":{"x":' + b"[" * 5_000 + b"]" * 5_000 + b'},"synthetic":false}')
+    with pytest.raises(PermanentError, match="malformed envelope"):
+        Envelope.decode(body)
 
 
 def test_an_envelope_with_its_raw_event_text_embeds_it_verbatim() -> None:

@@ -157,6 +157,17 @@ async def test_user_stream_calls_send_the_key_only(
         assert request.headers["X-MBX-APIKEY"] == KEY and request.url.query == b""
 
 
+async def test_a_2xx_body_nested_too_deeply_is_an_unknown_outcome(
+    client: ExchangeClient, exchange: ScriptedExchange
+) -> None:
+    """A success answer json cannot read (nesting past its recursion limit) says the call may
+    well have run: UnknownOutcome, as for any unreadable 2xx body."""
+    exchange.on("POST /fapi/v1/listenKey",
+                httpx.Response(200, content=b"[" * 5_000 + b"]" * 5_000))
+    with pytest.raises(UnknownOutcome, match="unreadable response body"):
+        await client.new_listen_key()
+
+
 async def test_market_data_is_unkeyed_and_exchange_info_is_cached(
     client: ExchangeClient, exchange: ScriptedExchange
 ) -> None:

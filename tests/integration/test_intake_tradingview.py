@@ -177,3 +177,17 @@ async def test_a_slow_execution_is_answered_in_budget_and_finishes_later(intake:
     [row] = await intake.messages()
     assert row["status"] == "EXECUTED"
     assert Decimal((await intake.world.exchange_account(keys))["positions"][0]["positionAmt"]) > 0
+
+
+async def test_a_body_nested_too_deeply_is_recorded_as_not_a_signal(intake: Intake) -> None:
+    """10 kB of nested arrays (deeper than json's recursion limit) cannot be read as a JSON
+    alert: it is read as text like any other body, recorded and answered 200 "ignored" with the
+    reason (never a server error), and nothing is placed."""
+    _, keys = await intake.world.add_user("alice")
+    deep = "[" * 5_000 + "]" * 5_000
+    body = '{"alert_id":"tv-deep","x":' + deep + "}"
+    answer, _ = await send(intake, body, params={"secret": TV_SECRET})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "ignored" and answer.json()["intake_id"] is not None
+    assert "not a signal" in answer.json()["reason"]
+    assert (await intake.world.exchange_account(keys))["positions"] == []

@@ -163,7 +163,8 @@ def test_frames_that_are_not_gateway_json_are_counted_and_ignored() -> None:
     assert session.feed(b"\x78\x9c garbage") == []
     assert session.feed("[1,2]") == []
     assert session.feed('{"t": "X"}') == []
-    assert session.malformed == 3 and session.seq == 1
+    assert session.feed("[" * 5_000 + "]" * 5_000) == []  # deeper than json's recursion limit
+    assert session.malformed == 4 and session.seq == 1
 
 
 def test_identify_budget_spaces_identifies_and_caps_the_day() -> None:

@@ -70,6 +70,27 @@ def test_malformed_frames_are_kept_for_the_dead_letter_queue() -> None:
     assert action.payload["e"] == "MALFORMED" and action.payload["raw"] == "{not json"
 
 
+DEEP = "[" * 5_000 + "]" * 5_000  # 10 kB, deeper than json's recursion limit (orjson's: 1,024)
+
+
+@pytest.mark.parametrize("frame", [
+    DEEP,
+    '{"stream":"key-a","data":{"e":"X","v":' + DEEP + "}}",
+    '{"e":"ACCOUNT_UPDATE","v":' + DEEP + "}",
+])
+def test_a_frame_nested_too_deeply_is_malformed_and_the_session_goes_on(frame: str) -> None:
+    """Nesting beyond the parsers' limits is a malformed frame like any other (kept for the
+    DLQ), not an exception that would tear down a socket carrying 200 accounts."""
+    s = UserStreamSession()
+    s.add("key-a", ALICE)
+    for form in (frame, frame.encode()):
+        [action] = s.feed(form)
+        assert isinstance(action, Publish) and action.payload["e"] == "MALFORMED"
+        assert action.payload["reason"] == "not JSON"
+    after = s.feed('{"stream":"key-a","data":{"e":"X","E":1}}')
+    assert after == [Publish(ALICE, {"e": "X", "E": 1})]
+
+
 # --- the received text embedded in the envelope ------------------------------------------------
 
 ORDER = (

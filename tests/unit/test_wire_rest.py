@@ -144,3 +144,12 @@ def test_transport_failures_say_whether_the_request_may_have_run(
 ) -> None:
     """Failures before sending are ExchangeUnavailable; after sending, UnknownOutcome."""
     assert type(error_from_transport(failure, "POST /fapi/v1/order")) is expected
+
+
+def test_an_error_body_nested_too_deeply_keeps_the_status_and_a_clear_text() -> None:
+    """An error answer whose body json cannot read (nesting past its recursion limit) still maps
+    by status, with the start of the text as the message, not a RecursionError."""
+    text = "[" * 5_000 + "]" * 5_000
+    exc = error_from_response(503, text, httpx.Headers(), now_ms=0)
+    assert isinstance(exc, errors.ExchangeUnavailable) and exc.code is None
+    assert text[:50] in str(exc)

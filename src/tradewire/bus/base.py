@@ -16,14 +16,16 @@ from typing import Any, Protocol
 
 import orjson
 
-from tradewire.errors import PermanentError
+from tradewire.errors import UNREADABLE_JSON, PermanentError
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii  # a JSON string literal
-# orjson reads integers beyond 64 bits (20+ digits) as floats: a body with a run of 20 digits
-# (all digits made "0", then a plain substring search: 1 us, a regex takes 11) goes to json
+# orjson reads integers outside [-2**63, 2**64 - 1] as floats, from 19 digits on (e.g.
+# -9223372036854775809): a body with a run of 19 digits (all digits made "0", then a plain
+# substring search: 1 us, a regex takes 11) goes to json. Exchange ids and times have <= 13.
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_TWENTY_DIGITS = b"0" * 20
+_NINETEEN_DIGITS = b"0" * 19
+_MALFORMED: tuple[type[Exception], ...] = (*UNREADABLE_JSON, KeyError, TypeError)
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -95,11 +97,12 @@ class Envelope:
         """Parse a message body; anything malformed raises ``PermanentError``.
 
         Parsed with orjson (twice as fast as ``json.loads`` here, the worker decodes every
-        event); a body with a run of 20 digits (an integer orjson would read as a float: beyond
-        64 bits) and what orjson refuses (NaN, lone surrogates) are read by ``json.loads``, so
-        the accepted bodies and their values are the stdlib's."""
+        event); a body with a run of 19 digits (an integer orjson might read as a float: outside
+        64 bits) and what orjson refuses (NaN, lone surrogates, nesting deeper than 1,024) are
+        read by ``json.loads``, so the accepted bodies and their values are the stdlib's; what
+        the stdlib cannot read either (``RecursionError`` past its own depth) is malformed."""
         try:
-            if _TWENTY_DIGITS not in body.translate(_DIGITS_AS_ZERO):
+            if _NINETEEN_DIGITS not in body.translate(_DIGITS_AS_ZERO):
                 try:
                     data = orjson.loads(body)
                 except orjson.JSONDecodeError:
@@ -116,7 +119,7 @@ class Envelope:
                 synthetic=bool(data.get("synthetic", False)),
                 replay_of=data.get("replay_of"),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except _MALFORMED as exc:
             raise PermanentError(f"malformed envelope: {exc!r}") from exc
         if not env.event_id:
             raise PermanentError("malformed envelope: empty event_id")

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import httpx
 
 from tradewire.errors import (
+    UNREADABLE_JSON,
     AuthenticationError,
     ExchangeError,
     ExchangeUnavailable,
@@ -56,7 +57,7 @@ def parse_error_body(text: str) -> tuple[int | None, str]:
     """``(code, msg)`` from an error body; ``(None, text)`` when it is not ``{"code","msg"}``."""
     try:
         body = json.loads(text)
-    except ValueError:
+    except UNREADABLE_JSON:
         return None, text[:200]
     if not isinstance(body, dict):
         return None, text[:200]

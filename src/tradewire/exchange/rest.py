@@ -20,7 +20,12 @@ from typing import Any
 import httpx
 
 from tradewire.clock import Clock
-from tradewire.errors import RateLimited, TimestampOutOfWindow, UnknownOutcome
+from tradewire.errors import (
+    UNREADABLE_JSON,
+    RateLimited,
+    TimestampOutOfWindow,
+    UnknownOutcome,
+)
 from tradewire.exchange.budget import RateBudget, is_priority, request_cost
 from tradewire.exchange.error_map import (
     ORDER_RATE_LIMIT,
@@ -170,7 +175,7 @@ class RestSession:
             raise error
         try:
             return response.json()
-        except ValueError as exc:  # a 2xx we cannot read: it may well have been executed
+        except UNREADABLE_JSON as exc:  # a 2xx we cannot read: it may well have been executed
             status = response.status_code
             raise UnknownOutcome(f"{what}: unreadable response body", status=status) from exc
 

@@ -30,7 +30,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from tradewire.domain import MAX_TARGETS, Side, Signal
-from tradewire.errors import InvalidInput
+from tradewire.errors import UNREADABLE_JSON, InvalidInput
 from tradewire.intake.model import Decision, EntryType, ParsedSignal, Trust
 from tradewire.intake.profiles import ChannelConfig
 from tradewire.store.tables import IntakeStatus
@@ -38,6 +38,7 @@ from tradewire.trading.signals import check_prices, split_shares
 
 HUNDRED = Decimal(100)
 MAX_SIGNAL_ID = 128  # signals.signal_id / trades.signal_id column length
+_UNREADABLE: tuple[type[Exception], ...] = (*UNREADABLE_JSON, InvalidOperation)  # a stored plan
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,6 @@ def decode_json(text: str | None) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(text)
-    except (ValueError, InvalidOperation):
+    except _UNREADABLE:
         return None
     return value if isinstance(value, dict) else None

@@ -40,7 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from tradewire.errors import InvalidInput
+from tradewire.errors import UNREADABLE_JSON, InvalidInput
 from tradewire.intake.model import (
     Decision,
     EntryType,
@@ -190,7 +190,7 @@ def _json_object(text: str) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(text)
-    except ValueError:
+    except UNREADABLE_JSON:
         return None
     return value if isinstance(value, dict) else None
 

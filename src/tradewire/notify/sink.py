@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tradewire.errors import UNREADABLE_JSON
+
 
 class WebhookSink:
     def __init__(self, *, rate_limit_first: int = 0, retry_after_s: float = 0.2) -> None:
@@ -33,7 +35,7 @@ class WebhookSink:
             return JSONResponse(body, status_code=429)
         try:
             payload = json.loads(await request.body())
-        except ValueError:
+        except UNREADABLE_JSON:
             return JSONResponse({"message": "Cannot send an empty message", "code": 50006}, 400)
         self.messages.append((request.path_params["name"], payload))
         self._arrived.set()

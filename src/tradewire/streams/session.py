@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from tradewire.bus.base import Envelope
-from tradewire.errors import PermanentError
+from tradewire.errors import UNREADABLE_JSON, PermanentError
 from tradewire.exchange.event_ids import canonical_json, event_id, event_symbol
 
 
@@ -146,7 +146,7 @@ class UserStreamSession:
                 return combined
         try:
             message = json.loads(text)
-        except ValueError:
+        except UNREADABLE_JSON:
             return self._malformed(text, "not JSON")
         if not isinstance(message, dict):
             return self._malformed(text, "not a JSON object")
@@ -164,7 +164,7 @@ class UserStreamSession:
         start = head.end()
         try:
             data, end = _DECODER.raw_decode(text, start)
-        except ValueError:
+        except UNREADABLE_JSON:
             return None
         if end != len(text) - 1 or text[end] != "}" or not isinstance(data, dict):
             return None

@@ -25,7 +25,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from tradewire.errors import ConfigError, TradewireError
+from tradewire.errors import UNREADABLE_JSON, ConfigError, TradewireError
 
 
 class CdpError(TradewireError):
@@ -157,7 +157,7 @@ class CdpSession:
     def _dispatch(self, frame: str | bytes) -> None:
         try:
             message = json.loads(frame)
-        except ValueError:
+        except UNREADABLE_JSON:
             return
         if not isinstance(message, dict):
             return

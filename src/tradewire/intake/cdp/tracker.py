@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tradewire.clock import Clock
+from tradewire.errors import UNREADABLE_JSON
 from tradewire.intake.model import RawMessage, Source
 
 DISCORD_EPOCH_MS = 1_420_070_400_000
@@ -73,7 +74,7 @@ class Sighting:
     def parse(cls, payload: str) -> Sighting | None:
         try:
             data: Any = json.loads(payload)
-        except ValueError:
+        except UNREADABLE_JSON:
             return None
         if not isinstance(data, dict):
             return None

@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from tradewire.errors import ConfigError
+from tradewire.errors import UNREADABLE_JSON, ConfigError
 
 # gateway opcodes
 DISPATCH, HEARTBEAT, IDENTIFY, RESUME, RECONNECT, INVALID_SESSION, HELLO, HEARTBEAT_ACK = (
@@ -150,7 +150,7 @@ class GatewaySession:
         """Interpret one frame (JSON text; other frames are counted and ignored)."""
         try:
             message = json.loads(frame)
-        except ValueError:
+        except UNREADABLE_JSON:
             self.malformed += 1
             return []
         if not isinstance(message, dict) or not isinstance(message.get("op"), int):
