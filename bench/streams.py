@@ -1103,7 +1103,9 @@ if __name__ == "__main__":
     parser.add_argument("--failover-accounts", type=int, default=2000)
     parser.add_argument("--trades", type=int, default=200, help="open trades per phase e/f")
     parser.add_argument("--failover-timeout-s", type=float, default=120.0)
-    parser.add_argument("--stop-timeout-s", type=float, default=40.0)
+    parser.add_argument("--stop-timeout-s", type=float, default=100.0,
+                        help="SIGTERM -> SIGKILL; a pod drains up to handoff_timeout_s (15) + "
+                             "60 s per started 2,400 accounts")
     parser.add_argument("--settle-s", type=float, default=60.0)
     parser.add_argument("--parts", default="12", help="'1', '2' or '12'")
     parser.add_argument("--redis-db", type=int, default=3,

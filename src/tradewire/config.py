@@ -115,7 +115,8 @@ class Settings(BaseSettings):
     shard_lease_ttl_s: float = Field(default=6.0, gt=0)  # a dead pod's shards move within
     shard_lease_renew_s: float = Field(default=2.0, gt=0)  # ttl + renew (~8 s)
     handoff_timeout_s: float = Field(default=15.0, ge=0)  # graceful stop: keep sockets until
-    #   the new owners report the shards streaming, at most this long
+    #   the new owners report the shards streaming, at most this long (+ 60 s per started
+    #   ip_weight_per_minute accounts held, while another pod is live: their listenKey POSTs)
     stream_name: str = Field(default_factory=lambda: f"streams-{os.getpid()}")  # pod member name
     keys_per_connection: int = Field(default=200, ge=1, le=1024)  # 1: one socket per account
     subscribe_batch: int = Field(default=50, ge=1, le=1024)  # listenKeys per SUBSCRIBE message

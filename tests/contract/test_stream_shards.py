@@ -145,6 +145,46 @@ async def test_graceful_stop_drains_until_the_new_owner_is_ready(url: str) -> No
         await until(lambda: all(a.ready_elsewhere(s) for s in leaving), timeout_s=3.0)
 
 
+async def test_drains_add_the_keying_estimate_only_while_another_pod_can_take_over(
+    url: str,
+) -> None:
+    """A pod with many accounts says how long a new owner may need for their listenKeys
+    (``expect_keying``): its handed-over shards drain that much longer while another pod is
+    live — a pod alone keeps the plain timeout."""
+    async with pods(url, "a", "b") as (a, b):
+        await a.start()
+        await b.start()
+        await until(lambda: converged(a, b))
+        leaving = set(a.owned())
+        a.expect_keying(60.0)
+        before = asyncio.get_running_loop().time()
+        await a.stop()
+        draining = a.draining()
+        assert set(draining) >= leaving
+        assert all(before + HANDOFF_S + 60 <= draining[s] <= before + HANDOFF_S + 61
+                   for s in leaving)
+    async with pods(url, "alone") as (alone,):
+        await alone.start()
+        await until(lambda: len(alone.owned()) == N)
+        alone.expect_keying(60.0)
+        assert alone.drain_s() == HANDOFF_S
+
+
+async def test_drains_end_at_once_when_no_other_pod_is_left(url: str) -> None:
+    """Every pod stopping together (or the last one leaving): nobody can take the shards over,
+    so the drains end as soon as the pods see that, not after timeout + keying estimate."""
+    async with pods(url, "a", "b") as (a, b):
+        await a.start()
+        await b.start()
+        await until(lambda: converged(a, b))
+        for pod in (a, b):
+            pod.expect_keying(60.0)
+        await asyncio.gather(a.stop(), b.stop())
+        assert a.draining() or b.draining()  # each released while the other was live
+        await until(lambda: a.draining() == {} and b.draining() == {}, timeout_s=3.0)
+        assert a.lost == b.lost == 0
+
+
 async def test_a_released_shard_enters_draining_as_it_leaves_owned(url: str) -> None:
     """Handing over (a pod joins) and stopping: at every step of the event loop, each shard
     that leaves ``owned()`` is already in ``draining()`` (never seen lost in between, not even

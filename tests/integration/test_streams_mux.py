@@ -83,6 +83,7 @@ class Shards:
         self.ready: list[int] = []
         self.elsewhere: set[int] = set()
         self.epochs: dict[int, int] = {}  # default 1
+        self.keying_s: float | None = None  # the manager's last ``expect_keying``
 
     def owned(self) -> Collection[int] | None:
         return frozenset(self.owned_now)
@@ -95,6 +96,9 @@ class Shards:
 
     def ready_elsewhere(self, shard: int) -> bool:
         return shard in self.elsewhere
+
+    def expect_keying(self, seconds: float) -> None:
+        self.keying_s = seconds
 
     async def mark_ready(self, shard: int) -> None:
         self.ready.append(shard)
@@ -525,7 +529,8 @@ async def test_shards_decide_which_accounts_stream_and_a_lost_shard_closes_at_on
     """Only accounts of owned shards stream; every owned shard is marked ready once its
     accounts stream, and again when it is held under a new epoch (lost and re-acquired between
     two ticks); a lost shard's accounts are unsubscribed at once; a draining shard's accounts
-    stay until the new owner is ready."""
+    stay until the new owner is ready. The manager tells the shards how long a new owner may
+    need to key its accounts (60 s per started IP-weight minute of listenKey POSTs)."""
     ids = await harness.add_accounts(12)
     by_shard: dict[int, list[int]] = {}
     for account_id in ids:
@@ -535,10 +540,12 @@ async def test_shards_decide_which_accounts_stream_and_a_lost_shard_closes_at_on
     lost, handed, kept = shards[0], shards[1], shards[2:]
     owned = [lost, handed, *kept]
     shard_set = Shards(owned, shards=4)
-    async with harness.running(shards=shard_set, stream_shards=4) as manager:
+    async with harness.running(shards=shard_set, stream_shards=4,
+                               ip_weight_per_minute=4) as manager:
         expected = sum(len(by_shard[s]) for s in owned)
         await manager.wait_streaming(10, at_least=expected)
         await until(lambda: sorted(shard_set.ready) == sorted(owned))
+        assert shard_set.keying_s == 60.0 * -(-expected // 4) == manager.keying_estimate_s()
         assert manager.status()["owned_shards"] == len(owned)
         shard_set.epochs[kept[0]] = 2  # same owned() set, new hold
         await until(lambda: shard_set.ready.count(kept[0]) == 2, 2)
@@ -560,6 +567,7 @@ async def test_shards_decide_which_accounts_stream_and_a_lost_shard_closes_at_on
         for shard in kept:
             for account_id in by_shard[shard]:
                 assert await harness.listening(account_id) == 1
+        shard_set.draining_now.clear()  # nothing left to hand over: the stop need not wait
 
 
 # --- the one-socket-per-account mode -----------------------------------------------------------

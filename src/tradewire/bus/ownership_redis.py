@@ -237,6 +237,12 @@ class RedisOwnership:
             if message is not None and message.get("data") != self.member.encode():
                 return
 
+    async def live_members(self) -> list[str]:
+        """Members whose heartbeat is younger than ``ttl_s`` now (Redis time), read without
+        heartbeating: also after ``stop()`` (e.g. is anyone left to hand over to?)."""
+        raw: Any = await self._heartbeat(keys=[self.space.members_key], args=["", self._ttl_ms])
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
+
     async def round(self) -> None:
         """One heartbeat + renew + release + acquire round (see the module docstring)."""
         loop = asyncio.get_running_loop()

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -172,14 +173,26 @@ class StreamsManager(AccountDriver, Upkeep, StatusView):
                 await publisher
             await self.shards.close()
 
+    def keying_estimate_s(self) -> float:
+        """The longest a new owner may need to give this pod's accounts listenKeys: one POST
+        (weight 1) each within the IP weight per minute, and a fixed window may be spent when
+        it starts: 60 s per started ``ip_weight_per_minute`` accounts (1,000 accounts at
+        2,400/min: 60 s). A shard handed over drains ``handoff_timeout_s`` + this at most; its
+        sockets close as soon as the new owner marks it ready, usually far sooner."""
+        held = len(self.accounts) + len(self._singles)
+        return 60.0 * math.ceil(held / max(1, self.options.ip_weight_per_minute))
+
     async def _handoff(self) -> None:
         """Release the shards; keep their sockets until the new owners are ready."""
+        keying_s = self.keying_estimate_s()
+        self.shards.expect_keying(keying_s)
         try:
             await self.shards.stop()
         except Exception as exc:
             log(logger, logging.ERROR, "releasing shards failed", error=repr(exc))
             return
-        deadline = asyncio.get_running_loop().time() + self.options.handoff_timeout_s + 1
+        deadline = (asyncio.get_running_loop().time() + self.options.handoff_timeout_s
+                    + keying_s + 1)
         while asyncio.get_running_loop().time() < deadline:
             self._apply()
             if not self.shards.draining() or not self._stream_count():
@@ -327,6 +340,7 @@ class StreamsManager(AccountDriver, Upkeep, StatusView):
 
     async def tick(self) -> None:
         """Ownership, keepalives, rotation, liveness, readiness and metrics (one pass)."""
+        self.shards.expect_keying(self.keying_estimate_s())
         self._apply()
         now = self._clock.now_ms()
         if not self.single_socket_mode:

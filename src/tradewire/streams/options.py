@@ -32,6 +32,7 @@ class StreamOptions:
     ws_ping_timeout_s: float | None = 20.0
     ws_compression: bool = False
     handoff_timeout_s: float = 15.0
+    ip_weight_per_minute: int = 2400  # the exchange's REST weight per IP (listenKey POST: 1)
     stream_shards: int = 256
     refresh_s: float = 2.0  # account listing re-read (real seconds)
     tick_s: float = 0.1  # ownership, keepalives, rotation, liveness (real seconds)

@@ -56,6 +56,12 @@ class Shards(Protocol):
         """Another pod has marked ``shard`` ready (its accounts stream there)."""
         ...
 
+    def expect_keying(self, seconds: float) -> None:
+        """How long a new owner may need to give listenKeys to the accounts of the shards this
+        pod hands over (the manager's estimate, from its account count and the IP weight):
+        a handed-over shard drains ``handoff_timeout_s`` + this while another pod is live."""
+        ...
+
     def epoch(self, shard: int) -> int | None:
         """Fencing token of this pod's current hold of ``shard`` (None: not held). A shard lost
         and taken again between two polls stays in ``owned()`` under a new epoch: the manager
@@ -94,6 +100,9 @@ class LocalShards:
 
     def ready_elsewhere(self, shard: int) -> bool:
         return False
+
+    def expect_keying(self, seconds: float) -> None:
+        return None
 
     def epoch(self, shard: int) -> int | None:
         return 0

@@ -10,8 +10,11 @@ The bus's partition-lease machinery (``RedisOwnership``) over the ``ws-streams:*
 * ``owned()``: shards held under a trusted lease (local deadline = send time of the last
   successful renewal + 0.9 x ``ttl_s``: a stalled loop fences itself before the lease expires);
 * a shard that rendezvous moves to another pod (one joined) is released at once and enters
-  ``draining()`` until now + ``handoff_timeout_s``; ``stop()`` releases every lease, leaves the
-  membership, publishes the change and puts every released shard into ``draining()``. A
+  ``draining()`` until now + ``handoff_timeout_s`` (+ ``expect_keying``'s seconds while
+  another pod is live: the time a new owner may need for the listenKey POSTs of this pod's
+  accounts within the IP weight; with nobody to take over, no longer than the timeout);
+  ``stop()`` releases every lease, leaves the membership, publishes the change and puts
+  every released shard into ``draining()``. A
   released shard enters ``draining()`` at the very moment it leaves ``owned()`` (the
   ownership's ``on_releasing`` hook, before the release's round trip), so the manager never
   sees a handed-over shard as lost, not even for that round trip;
@@ -25,6 +28,8 @@ The bus's partition-lease machinery (``RedisOwnership``) over the ``ws-streams:*
   once that key names another pod with an epoch above the one this pod held. A small poll task
   reads the ready keys of the draining shards (one ``MGET`` every ``ready_poll_s``) while any
   of them is neither ready nor past its deadline, also after ``stop()``; ``close()`` ends it.
+  After ``stop()`` it also reads the live pods: with none left (all stopping at once), the
+  drains end at once.
 
 ``redis`` is imported on construction; nothing connects before ``start``.
 """
@@ -82,6 +87,7 @@ class RedisShards:
     ) -> None:
         self.member, self.shards = member, shards
         self.handoff_timeout_s, self.ready_poll_s = handoff_timeout_s, ready_poll_s
+        self.keying_s = 0.0  # ``expect_keying``: added to the drain while another pod is live
         self.ownership = RedisOwnership(
             url, member, shards, ttl_s=ttl_s, renew_s=renew_s, space=SHARD_LEASES,
             on_acquired=self._on_acquired, on_released=self._on_released, on_lost=self._on_lost,
@@ -131,6 +137,15 @@ class RedisShards:
     def ready_elsewhere(self, shard: int) -> bool:
         return shard in self._ready and shard in self._draining
 
+    def expect_keying(self, seconds: float) -> None:
+        self.keying_s = max(0.0, seconds)
+
+    def drain_s(self) -> float:
+        """How long a shard released now may keep its sockets: ``handoff_timeout_s``, plus
+        ``keying_s`` when another pod was live at the last round (a successor can exist)."""
+        others = any(member != self.member for member in self.ownership.members)
+        return self.handoff_timeout_s + (self.keying_s if others else 0.0)
+
     async def mark_ready(self, shard: int) -> None:
         epoch = self.ownership.epoch(shard)
         if epoch is None or not self.ownership.holds(shard):
@@ -179,7 +194,7 @@ class RedisShards:
         """The shard leaves ``owned()`` now, voluntarily: it is in ``draining()`` from this
         same moment (never seen lost in between); ``_on_lost`` takes it out again if the
         release turns out not to be clean."""
-        deadline = asyncio.get_running_loop().time() + self.handoff_timeout_s
+        deadline = asyncio.get_running_loop().time() + self.drain_s()
         self._draining[shard] = _Drain(epoch, deadline)
         self._ready.discard(shard)
 
@@ -187,11 +202,11 @@ class RedisShards:
         self.released += 1
         drain = self._draining.get(shard)
         if drain is None or drain.epoch != epoch:  # no ``releasing`` before: drain from now
-            deadline = asyncio.get_running_loop().time() + self.handoff_timeout_s
+            deadline = asyncio.get_running_loop().time() + self.drain_s()
             self._draining[shard] = _Drain(epoch, deadline)
             self._ready.discard(shard)
         log(logger, logging.INFO, "shard handed over", shard=shard, epoch=epoch,
-            member=self.member, handoff_timeout_s=self.handoff_timeout_s)
+            member=self.member, drain_s=round(self.drain_s(), 1))
         if not self._closed and (self._poller is None or self._poller.done()):
             self._poller = asyncio.create_task(self._poll(), name=f"shards-ready:{self.member}")
 
@@ -233,6 +248,25 @@ class RedisShards:
                 drain = self._draining.get(shard)
                 if drain is not None and drain.epoch == epoch and self._successor(value, epoch):
                     self._ready.add(shard)
+            if self._stopped and not await self._anyone_else():
+                return
+
+    async def _anyone_else(self) -> bool:
+        """After ``stop()``: is another pod still live to take the shards over? When none is
+        (every pod stopping at once, the last one leaving), the drains end now instead of
+        waiting out ``drain_s()`` for a successor that cannot come."""
+        try:
+            live = await self.ownership.live_members()
+        except Exception as exc:
+            log(logger, logging.WARNING, "reading live pods failed", error=error_text(exc))
+            return True  # unknown: the drain deadline still bounds the handover
+        if any(member != self.member for member in live):
+            return True
+        log(logger, logging.INFO, "no other streams pod is live: handed-over shards close now",
+            member=self.member, shards=len(self._draining))
+        self._draining.clear()
+        self._ready.clear()
+        return False
 
     def _successor(self, value: Any, held_epoch: int) -> bool:
         """``value`` (``<member>:<epoch>``) names another pod with a later epoch."""
