@@ -55,17 +55,8 @@ class BatchLanes(Lanes):
     def ready(self) -> int:
         return len(self._ready)
 
-    def dispatch(self, message: Message) -> None:
-        if self.holds(message):
-            return  # our own message, reclaimed while still in its lane
-        self.inflight[(message.partition, message.id)] = message
-        work = Work.of(message)
-        lane = self._lanes.get(work.key)
-        if lane is not None:
-            lane.append(work)
-            return
-        self._lanes[work.key] = deque([work])
-        self._make_ready(work.key)
+    def _opened(self, key: str) -> None:
+        self._make_ready(key)  # no task per lane: its head waits for a batch
 
     def take(self, limit: int) -> list[Work]:
         """Up to ``limit`` heads of ready lanes (their keys become busy). A lane whose head's

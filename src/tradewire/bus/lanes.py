@@ -166,7 +166,12 @@ class Lanes:
             lane.append(work)
             return
         self._lanes[work.key] = deque([work])
-        task = asyncio.create_task(self._run(work.key), name=f"lane:{work.key}")
+        self._opened(work.key)
+
+    def _opened(self, key: str) -> None:
+        """A lane was just made for ``key`` (its first message): run it in a task of its own
+        (``BatchLanes`` marks it ready for a batch instead)."""
+        task = asyncio.create_task(self._run(key), name=f"lane:{key}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
