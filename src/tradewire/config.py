@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     api_port: int = 8080
     operator_token: str = ""  # bearer token for operator endpoints; empty: generated into data_dir
     bus_partitions: int = Field(default=16, ge=1, le=1024)
+    # RabbitMQ: envelopes of one partition that one publish_many packs into one AMQP message
+    # (1: a message per event, as before packs; see tradewire.bus.rabbitmq)
+    bus_pack_max: int = Field(default=50, ge=1, le=1000)
     retry_delays_s: tuple[float, ...] = (1.0, 2.0, 3.0)
     max_attempts: int = Field(default=3, ge=1)
     # a message of a consumer killed with SIGKILL is reclaimed by another one within

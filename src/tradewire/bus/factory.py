@@ -46,7 +46,7 @@ def create_bus(settings: Settings) -> Bus:
     if url.startswith(_AMQP_SCHEMES):
         from tradewire.bus.rabbitmq import RabbitMQBus
 
-        return RabbitMQBus(url, partitions)
+        return RabbitMQBus(url, partitions, pack_max=settings.bus_pack_max)
     raise ConfigError(
         f"unsupported TRADEWIRE_BUS_URL {url!r}: use 'embedded', 'memory', sqlite:///path, "
         "redis://... or amqp://..."

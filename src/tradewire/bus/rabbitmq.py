@@ -7,11 +7,27 @@
   would count those requeues against its default delivery limit of 20 and drop the entries).
 * ``publish`` sends a persistent message (``message_id`` = a fresh uuid, the stable
   ``Message.id``) and returns after the broker's publisher confirm.
+* ``publish_many`` packs the envelopes of one partition into one AMQP message (up to
+  ``pack_max``, default 50, in order; header ``tw-parts`` = the comma-separated byte lengths
+  of the bodies): the broker stores, confirms, delivers and acks a pack once, which is what
+  the per-message costs of a quorum queue and of aio-pika/aiormq made the bottleneck (see
+  docs/benchmarks.md). The consumer side unpacks a delivery into one ``Message`` per body
+  (``Message.id`` = ``<message_id>.<n>``, each with the delivery's ``x-delivery-count``); the
+  delivery is basic.ack'ed when every message of it is acked or dead-lettered, and
+  nack-requeued when any was given back (its partition moved): the new owner then sees the
+  whole pack again, the already processed events as duplicates (idempotent processing), a
+  dead-lettered one possibly as a second DLQ entry. A delivery whose ``tw-parts`` does not
+  describe its body is handed out whole, as one message (the consumer dead-letters it as
+  malformed; nothing is dropped). A pack redelivered because a process died counts one more
+  delivery for every message in it: a pack that kills ``max_attempts`` processes in a row is
+  dead-lettered whole, including events processed before (replaying those is a no-op).
+  ``pack_max`` 1 keeps one AMQP message per event.
 * ``fetch``: on first use the bus starts one basic.consume per partition queue (manual acks,
   per-consumer ``prefetch``), which fills an in-process buffer per partition; ``fetch`` hands
   out buffered messages round-robin over partitions and waits up to ``block_ms`` for one.
   A bus that only publishes (the streams role) never consumes. Handed-out messages stay
-  unacked until ``ack`` (basic.ack); ``prefetch`` bounds buffered + unacked per partition.
+  unacked until ``ack`` (basic.ack); ``prefetch`` bounds buffered + unacked AMQP deliveries
+  per partition (so at most ``prefetch * pack_max`` events).
 * ``fetch(partitions=...)`` (ownership by ``bus.ownership`` on Redis): basic.consume only the
   owned partition queues; a partition that leaves the set is basic.cancel'ed and its buffered,
   never handed-out messages are nack-requeued at once for the new owner, and so are deliveries
@@ -50,7 +66,7 @@ import json
 import time
 import uuid
 from collections import deque
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +88,8 @@ PAUSED_QUEUE = f"{names.EVENTS}.paused"
 _DLQ_SCAN_MAX = 100_000
 _QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 _PERSISTENT = 2  # AMQP delivery mode
+PACK_HEADER = "tw-parts"  # a pack's body lengths, comma-separated
+DEFAULT_PACK_MAX = 50
 
 
 def _queue_names(namespace: str, partitions: int) -> tuple[str, list[str], str, str]:
@@ -80,9 +98,46 @@ def _queue_names(namespace: str, partitions: int) -> tuple[str, list[str], str, 
     return namespace + names.EVENTS, parts, namespace + names.DLQ, namespace + PAUSED_QUEUE
 
 
+def pack_parts(headers: Mapping[str, Any] | None, body: bytes) -> list[bytes] | None:
+    """The bodies packed in one AMQP message, or None: not a pack, or a ``tw-parts`` header
+    that does not describe the body (not integers, negative, not summing to its length)."""
+    raw = (headers or {}).get(PACK_HEADER)
+    if raw is None:
+        return None
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        lengths = [int(length) for length in text.split(",")]
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if min(lengths) < 0 or sum(lengths) != len(body):
+        return None
+    parts: list[bytes] = []
+    start = 0
+    for length in lengths:
+        parts.append(body[start:start + length])
+        start += length
+    return parts
+
+
+@dataclass(eq=False)
+class _Delivery:
+    """One AMQP delivery and how many of its messages are still open (buffered or handed
+    out). When none is left it is settled: basic.ack, or nack-requeue if any was returned."""
+
+    incoming: AbstractIncomingMessage
+    open: int
+    returned: bool = False
+
+    def close_one(self, *, returned: bool = False) -> bool:
+        """One of its messages is done (acked, dead-lettered) or returned; True: the last."""
+        self.open -= 1
+        self.returned = self.returned or returned
+        return self.open == 0
+
+
 @dataclass
 class _Held:
-    incoming: AbstractIncomingMessage
+    delivery: _Delivery
     message: Message
     consumer: str
     delivered_at: float  # event-loop time
@@ -102,13 +157,14 @@ class RabbitMQBus:
 
     def __init__(
         self, url: str, partitions: int = DEFAULT_PARTITIONS, *, prefetch: int = 100,
-        namespace: str = "",
+        namespace: str = "", pack_max: int = DEFAULT_PACK_MAX,
     ) -> None:
-        if partitions < 1 or prefetch < 1:
-            raise ValueError("partitions and prefetch must be >= 1")
+        if partitions < 1 or prefetch < 1 or pack_max < 1:
+            raise ValueError("partitions, prefetch and pack_max must be >= 1")
         self.partitions = partitions
         self.url = url
         self.prefetch = prefetch
+        self.pack_max = pack_max
         self._exchange_name, self._queues, self._dlq, self._paused = _queue_names(
             namespace, partitions
         )
@@ -118,7 +174,10 @@ class RabbitMQBus:
         self._consuming: AbstractChannel | None = None
         self._tags: dict[int, tuple[AbstractQueue, str]] = {}  # consumed partition queues
         self._wanted: set[int] = set()  # partitions whose deliveries are buffered (see receive)
-        self._buffers: list[deque[AbstractIncomingMessage]] = [deque() for _ in range(partitions)]
+        # unpacked deliveries, one entry per message, not yet handed out
+        self._buffers: list[deque[tuple[_Delivery, Message]]] = [
+            deque() for _ in range(partitions)
+        ]
         self._arrived = asyncio.Event()
         self._held: dict[str, _Held] = {}
         self._declared: dict[str, AbstractQueue] = {}
@@ -182,8 +241,10 @@ class RabbitMQBus:
                 self._wanted.discard(partition)
                 await queue.cancel(tag)
                 del self._tags[partition]  # from now on a late delivery is requeued at once
-                while self._buffers[partition]:
-                    await self._buffers[partition].popleft().nack(requeue=True)
+                buffer = self._buffers[partition]
+                returned = [d for d, _ in buffer if d.close_one(returned=True)]
+                buffer.clear()
+                await self._settle(returned)
             for partition in sorted(wanted - set(self._tags)):
                 if not 0 <= partition < self.partitions:
                     continue
@@ -206,12 +267,32 @@ class RabbitMQBus:
             # while its basic.cancel is under way a delivery is buffered, not requeued: the
             # broker would hand it straight back to this consumer (each return counts as a
             # delivery: a few such bounces dead-lettered an event); the cancel requeues it
-            self._buffers[partition].append(incoming)
+            self._buffers[partition].extend(self._unpack(partition, incoming))
             if partition not in self._wanted:
                 return
             self._arrived.set()
 
         return receive
+
+    @staticmethod
+    def _unpack(
+        partition: int, incoming: AbstractIncomingMessage
+    ) -> list[tuple[_Delivery, Message]]:
+        """The messages of one delivery (a pack's, or the delivery's own body)."""
+        headers = incoming.headers or {}
+        count_header = headers.get("x-delivery-count", 0)
+        deliveries = (count_header if isinstance(count_header, int) else 0) + 1
+        base = incoming.message_id or f"{partition}:{incoming.delivery_tag}"
+        parts = pack_parts(headers, incoming.body)
+        if parts is None:
+            messages = [Message(base, partition, incoming.body, deliveries)]
+        else:
+            messages = [
+                Message(f"{base}.{n}", partition, body, deliveries)
+                for n, body in enumerate(parts)
+            ]
+        delivery = _Delivery(incoming, len(messages))
+        return [(delivery, message) for message in messages]
 
     # -- publishing ----------------------------------------------------------------------------
 
@@ -220,7 +301,9 @@ class RabbitMQBus:
         return await self.publish_raw(partition, envelope.encode())
 
     async def publish_many(self, envelopes: Sequence[Envelope]) -> list[str]:
-        """Publish every message on the confirm channel, then await all the confirms.
+        """Publish the envelopes of each partition in packs of up to ``pack_max`` (one AMQP
+        message each; a lone envelope as a plain message) on the confirm channel, then await
+        all the confirms. Ids: ``<message_id>.<n>`` for the n-th envelope of a pack.
 
         The publishes are started in order and take the channel's (FIFO) lock in that order,
         so the broker receives them in order; the call returns when every one is confirmed and
@@ -235,21 +318,35 @@ class RabbitMQBus:
             return []
         from aiormq.channel import Channel
         from pamqp.commands import Basic
+        from pamqp.common import FieldTable
 
         channel, _ = await self._publisher()
         underlay = await channel.get_underlay_channel()
         assert isinstance(underlay, Channel)  # its basic_publish takes ``wait``
-        ids: list[str] = []
+        ids = [""] * len(envelopes)
+        by_partition: dict[int, list[int]] = {}
+        for index, envelope in enumerate(envelopes):
+            by_partition.setdefault(partition_for(envelope.key, self.partitions), []).append(index)
         sends = []
-        for envelope in envelopes:
-            message_id = uuid.uuid4().hex
-            ids.append(message_id)
-            sends.append(asyncio.ensure_future(underlay.basic_publish(
-                envelope.encode(), exchange=self._exchange_name,
-                routing_key=str(partition_for(envelope.key, self.partitions)),
-                properties=Basic.Properties(message_id=message_id, delivery_mode=_PERSISTENT),
-                mandatory=True, wait=False,
-            )))
+        for partition, indexes in by_partition.items():
+            for start in range(0, len(indexes), self.pack_max):
+                pack = indexes[start:start + self.pack_max]
+                bodies = [envelopes[index].encode() for index in pack]
+                message_id = uuid.uuid4().hex
+                headers: FieldTable | None = None
+                if len(pack) == 1:
+                    ids[pack[0]] = message_id
+                else:
+                    for n, index in enumerate(pack):
+                        ids[index] = f"{message_id}.{n}"
+                    headers = {PACK_HEADER: ",".join(str(len(body)) for body in bodies)}
+                sends.append(asyncio.ensure_future(underlay.basic_publish(
+                    b"".join(bodies), exchange=self._exchange_name, routing_key=str(partition),
+                    properties=Basic.Properties(
+                        message_id=message_id, delivery_mode=_PERSISTENT, headers=headers
+                    ),
+                    mandatory=True, wait=False,
+                )))
         results = await asyncio.gather(*sends, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
@@ -304,14 +401,8 @@ class RabbitMQBus:
                 partition = (start + offset) % self.partitions
                 buffer = self._buffers[partition]
                 if buffer and len(taken) < count and partition in self._wanted:
-                    incoming = buffer.popleft()
-                    count_header = (incoming.headers or {}).get("x-delivery-count", 0)
-                    redelivered = int(count_header) if isinstance(count_header, int) else 0
-                    message = Message(
-                        id=incoming.message_id or f"{partition}:{incoming.delivery_tag}",
-                        partition=partition, body=incoming.body, deliveries=redelivered + 1,
-                    )
-                    self._held[message.id] = _Held(incoming, message, consumer, now)
+                    delivery, message = buffer.popleft()
+                    self._held[message.id] = _Held(delivery, message, consumer, now)
                     taken.append(dataclasses.replace(message))
                     progressed = True
             if not progressed:
@@ -319,29 +410,41 @@ class RabbitMQBus:
         return taken
 
     async def ack(self, message: Message) -> None:
-        held = self._held.pop(message.id, None)
-        if held is not None:
-            await held.incoming.ack()
+        await self.ack_many([message])
 
     async def ack_many(self, messages: Sequence[Message]) -> None:
-        """basic.ack of each message (``bus.acks``: a committed batch at once), each frame
-        queued without waiting for it to be written except the last (frames go out in order):
-        one event-loop wait per batch instead of per message. ``multiple=True`` is not used:
-        it would also ack older deliveries of the channel still in other lanes."""
-        helds = [held for m in messages if (held := self._held.pop(m.id, None)) is not None]
-        for n, held in enumerate(helds, 1):
-            tag = held.incoming.delivery_tag
-            if tag is not None:
-                await held.incoming.channel.basic_ack(tag, wait=n == len(helds))
+        """Ack messages (``bus.acks``: a committed batch at once); a delivery is basic.ack'ed
+        when its last message is (see ``_settle``)."""
+        await self._close(messages, returned=False)
 
     async def give_back(self, messages: list[Message]) -> None:
         """Requeue handed-out messages this process will not process (their partition moved
         to another consumer before they started): otherwise they would stay unacked here until
-        the connection closes."""
-        for message in messages:
-            held = self._held.pop(message.id, None)
-            if held is not None:
-                await held.incoming.nack(requeue=True)
+        the connection closes. A pack is requeued whole once its other messages are settled."""
+        await self._close(messages, returned=True)
+
+    async def _close(self, messages: Iterable[Message], *, returned: bool) -> None:
+        settled = [
+            held.delivery for m in messages
+            if (held := self._held.pop(m.id, None)) is not None
+            and held.delivery.close_one(returned=returned)
+        ]
+        await self._settle(settled)
+
+    @staticmethod
+    async def _settle(deliveries: Sequence[_Delivery]) -> None:
+        """Requeue the deliveries with a returned message, basic.ack the others: each frame
+        queued without waiting for it to be written except the last (frames go out in order),
+        one event-loop wait per batch instead of per message. ``multiple=True`` is not used:
+        it would also ack older deliveries of the channel still in other lanes."""
+        for delivery in deliveries:
+            if delivery.returned:
+                await delivery.incoming.nack(requeue=True)
+        acks = [d for d in deliveries if not d.returned and d.incoming.delivery_tag is not None]
+        for n, delivery in enumerate(acks, 1):
+            tag = delivery.incoming.delivery_tag
+            assert tag is not None
+            await delivery.incoming.channel.basic_ack(tag, wait=n == len(acks))
 
     async def dead_letter(self, message: Message, letter: DeadLetter) -> None:
         """Confirmed publish to the DLQ, then ack (at-least-once; see the module docstring)."""
@@ -386,8 +489,9 @@ class RabbitMQBus:
         return int(result.message_count or 0)
 
     async def partition_depths(self) -> dict[int, PartitionDepth]:
-        """``lag`` = the ready count of each partition queue (passive declare: broker-wide)
-        plus this process's buffered, not yet fetched messages; ``pending`` = messages THIS
+        """``lag`` = the ready count of each partition queue (passive declare: broker-wide;
+        AMQP messages, a pack counts once) plus this process's buffered, not yet fetched
+        messages (unpacked); ``pending`` = messages THIS
         process has handed out and not acked. Both are partly per process: declare-ok has no
         unacked count, so other processes' buffered and handed-out messages are in neither."""
         channel, _ = await self._publisher()
