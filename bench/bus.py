@@ -13,6 +13,10 @@ deleted after it) and the embedded SQLite-file bus (``sqlite:///…``):
    latency = ``processed_events.processed_at`` - publish time
    (both wall-clock epoch ms on this host; ``processed_at`` is stamped just before the batch's
    commit). Then 2,000 more events at 1,000/s: commit latency below capacity (``paced_…``).
+   CPU per event over the full-speed phase: the workers, their PostgreSQL backends, the broker
+   (redis-server / beam.smp; none for the embedded bus), this publishing process; and how busy
+   the whole host was (``host_busy_pct``: near 100 means the two cores, not latency, set the
+   figure).
 
 Prints a table to stderr, writes bench/results/bus.json, and prints one JSON object as its
 last line: ``{"redis": {"publish_p99_ms", "events_per_s", "commit_p99_ms", ...}, ...}``.
@@ -177,6 +181,23 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def broker_pids(bus_url: str) -> list[int]:
+    """The broker's server processes on this host (none for the embedded bus)."""
+    name = "redis-server" if bus_url.startswith("redis") else (
+        "beam.smp" if bus_url.startswith("amqp") else "")
+    if not name:
+        return []
+    found = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout
+    return [int(pid) for pid in found.split()]
+
+
+def host_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole host, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def start_workers(env: dict[str, str], logdir: Path) -> list[subprocess.Popen[bytes]]:
     procs = []
     logdir.mkdir(parents=True, exist_ok=True)
@@ -232,13 +253,18 @@ async def end_to_end(
         backends = await conn.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name)
         pg0 = {r["pid"]: cpu_s(r["pid"]) for r in backends}
+        broker0 = {pid: cpu_s(pid) for pid in broker_pids(bus_url)}
+        host0, own0 = host_cpu(), time.process_time()
         t0 = wall_ms()
         stamps = await publish_all(bus, envs[warmup:warmup + events], parallel, batch)
         published_s = (wall_ms() - t0) / 1000
         await wait_processed(conn, warmup + events, 600)
         cpu = sum(cpu_s(p.pid) - c for p, c in zip(procs, cpu0, strict=True))
+        own_cpu = time.process_time() - own0
+        host1 = host_cpu()
         transactions = await commits(conn, name) - commits0
         pg_cpu = sum(cpu_s(pid) - before for pid, before in pg0.items())
+        broker_cpu = sum(cpu_s(pid) - before for pid, before in broker0.items())
         paced = await publish_paced(bus, envs[warmup + events:], PACED_RATE)
         await wait_processed(conn, warmup + events + PACED, 120)
         rows = await conn.fetch("SELECT event_id, processed_at FROM processed_events")
@@ -258,6 +284,10 @@ async def end_to_end(
             "worker_cpu_ms_per_event": round(cpu * 1000 / events, 3),
             "pg_cpu_ms_per_event": round(pg_cpu * 1000 / events, 3),
             "events_per_write_tx": round(events / max(1, transactions), 1),
+            "broker_cpu_ms_per_event": round(broker_cpu * 1000 / events, 3),
+            "publisher_cpu_ms_per_event": round(own_cpu * 1000 / events, 3),
+            "host_busy_pct": round(
+                100 * (host1[0] - host0[0]) / max(1, host1[1] - host0[1]), 1),
         }
     finally:
         stop_workers(procs)

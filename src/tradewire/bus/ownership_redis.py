@@ -9,7 +9,8 @@ a member runs one *round*:
 
 1. heartbeat: ``ZADD ws-events:members <redis now ms> <member>`` and drop members older than
    ``ttl_s`` (one script, Redis time: no clock skew between hosts);
-2. desired partitions = those whose rendezvous owner over the live members is this member;
+2. desired partitions = those ``assignment`` (rendezvous hashing with bounded loads) gives
+   this member over the live members;
 3. renew every held lease with a compare-and-extend script (``PEXPIRE`` only if the value is
    still ``<member>:<epoch>``); a failed renewal drops the partition at once;
 4. release held partitions that are no longer desired once no message of theirs is in flight
