@@ -139,3 +139,113 @@ async def test_a_sigkilled_workers_message_is_processed_by_another_within_15_s(
                     proc.kill()
             await bus.close()
             await redis.aclose()
+
+
+async def rabbitmqctl(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", "-q", *args,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    assert proc.returncode == 0, f"rabbitmqctl {args}: {err.decode(errors='replace')}"
+
+
+def same_partition_symbol(env: Envelope) -> str:
+    """A symbol whose key (same account) lands in ``env``'s partition."""
+    target = partition_for(env.key, PARTITIONS)
+    return next(s for i in range(10_000) if (s := f"K{i}USDT") != env.symbol
+                and partition_for(f"{env.account_id}:{s}", PARTITIONS) == target)
+
+
+@pytest.mark.rabbitmq
+async def test_a_sigkilled_workers_rabbitmq_pack_is_processed_by_another_exactly_once(
+    tmp_path: Path, rabbitmq_url: str,
+) -> None:
+    """RabbitMQ packs (``bus.rabbitmq``): two events of one partition published as ONE AMQP
+    message; the worker that got it applies the second at once and waits for the first's lock;
+    SIGKILL. The broker requeues the whole pack; the survivor (owner once the partition lease
+    lapses) applies the first within 15 s and meets the second again as a duplicate: each
+    applied exactly once, nothing pending, nothing dead-lettered."""
+    require_service("Redis", "127.0.0.1", 6379)
+    from tradewire.bus.rabbitmq import RabbitMQBus
+
+    await flush_redis(REDIS)
+    first = the_event()
+    symbol = same_partition_symbol(first)
+    payload = json.loads(json.dumps(first.event))
+    payload["o"]["s"] = symbol
+    second = Envelope(event_id="kill9-ev-2", account_id=1, user_id=1, symbol=symbol,
+                      received_ms=first.received_ms + 1, event=payload)
+    partition = partition_for(first.key, PARTITIONS)
+    vhost = f"tw_kill9_{os.getpid()}_{time.monotonic_ns()}"
+    await rabbitmqctl("add_vhost", vhost)
+    await rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    amqp = f"{rabbitmq_url.rstrip('/')}/{vhost}"
+    redis = Redis.from_url(REDIS)
+    bus = RabbitMQBus(amqp, PARTITIONS)
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    try:
+        async with fresh_postgres_database() as database_url:
+            await upgrade(database_url)
+            await bus.setup()  # the topology exists before the workers consume
+            base = {
+                **os.environ, "TRADEWIRE_DATABASE_URL": database_url, "TRADEWIRE_BUS_URL": amqp,
+                "TRADEWIRE_LOCK_URL": REDIS, "TRADEWIRE_EXCHANGE_URL": "http://127.0.0.1:9",
+                "TRADEWIRE_DATA_DIR": str(tmp_path / "data"), "TRADEWIRE_LOG_LEVEL": "INFO",
+                "TRADEWIRE_MASTER_KEY": "q6E0JQn3zXh8bH0r9a3tQ2cH7f1mV5yW4uK8pL0sD2E=",
+                "TRADEWIRE_BUS_PARTITIONS": str(PARTITIONS),
+            }
+            try:
+                for name in ("k0", "k1"):
+                    with (tmp_path / f"{name}.log").open("wb") as log:
+                        procs[name] = await asyncio.create_subprocess_exec(
+                            sys.executable, "-m", "tradewire.cli.main", "worker",
+                            env={**base, "TRADEWIRE_WORKER_NAME": name}, stdout=log, stderr=log,
+                        )
+                lock = names.lock_name(first.user_id, first.symbol)
+                await redis.set(lock, "held-by-the-test", px=60_000)
+                ids = await bus.publish_many([first, second])
+                assert ids[0].endswith(".0") and ids[1].endswith(".1")  # one AMQP message
+                async with asyncio.timeout(20):  # the holder applied the second event
+                    while await processed_rows(database_url, second.event_id) == 0:
+                        await asyncio.sleep(0.05)
+                lease = await redis.get(names.lease_name(partition))
+                assert lease is not None
+                owner = lease.decode() if isinstance(lease, bytes) else str(lease)
+                holder = owner.rsplit(":", 1)[0]
+                await asyncio.sleep(0.5)  # the first event waits for its lock in the holder
+                assert await processed_rows(database_url, first.event_id) == 0
+                procs[holder].send_signal(signal.SIGKILL)
+                await procs[holder].wait()
+                killed_at = time.monotonic()
+                await redis.delete(lock)
+                async with asyncio.timeout(BOUND_S + 2):
+                    while await processed_rows(database_url, first.event_id) == 0:
+                        await asyncio.sleep(0.1)
+                took = time.monotonic() - killed_at
+                print(f"pack redelivered, first event applied {took:.2f} s after the SIGKILL")
+                assert took <= BOUND_S
+                await asyncio.sleep(1.0)
+                assert await processed_rows(database_url, first.event_id) == 1
+                assert await processed_rows(database_url, second.event_id) == 1
+                procs["survivor"] = procs.pop("k1" if holder == "k0" else "k0")
+                procs["survivor"].send_signal(signal.SIGTERM)
+                await asyncio.wait_for(procs["survivor"].wait(), 15)
+                # with no consumer left, an unacked message would be ready again
+                depths = await bus.partition_depths()
+                assert depths[partition].lag == 0 and await bus.dlq_size() == 0
+            except BaseException:
+                print_logs(tmp_path)
+                raise
+            finally:
+                for proc in procs.values():
+                    if proc.returncode is None:
+                        proc.send_signal(signal.SIGTERM)
+                for proc in procs.values():
+                    try:
+                        await asyncio.wait_for(proc.wait(), 15)
+                    except TimeoutError:
+                        proc.kill()
+    finally:
+        await bus.close()
+        await redis.aclose()
+        await rabbitmqctl("delete_vhost", vhost)
