@@ -71,6 +71,18 @@ async def holder_of(redis: Redis, partition: int) -> str | None:
     return owner.rsplit(":", 1)[0]
 
 
+async def stop_all(procs: dict[str, asyncio.subprocess.Process]) -> None:
+    """SIGTERM the workers still running; SIGKILL one that has not exited 15 s later."""
+    for proc in procs.values():
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs.values():
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+
+
 def print_logs(folder: Path) -> None:
     for log_file in folder.glob("*.log"):
         print(log_file.name, log_file.read_text(errors="replace")[-3000:])
@@ -129,14 +141,7 @@ async def test_a_sigkilled_workers_message_is_processed_by_another_within_15_s(
             print_logs(tmp_path)
             raise
         finally:
-            for proc in procs.values():
-                if proc.returncode is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in procs.values():
-                try:
-                    await asyncio.wait_for(proc.wait(), 15)
-                except TimeoutError:
-                    proc.kill()
+            await stop_all(procs)
             await bus.close()
             await redis.aclose()
 
@@ -237,14 +242,7 @@ async def test_a_sigkilled_workers_rabbitmq_pack_is_processed_by_another_exactly
                 print_logs(tmp_path)
                 raise
             finally:
-                for proc in procs.values():
-                    if proc.returncode is None:
-                        proc.send_signal(signal.SIGTERM)
-                for proc in procs.values():
-                    try:
-                        await asyncio.wait_for(proc.wait(), 15)
-                    except TimeoutError:
-                        proc.kill()
+                await stop_all(procs)
     finally:
         await bus.close()
         await redis.aclose()
