@@ -119,12 +119,6 @@ def _weight(member: str, partition: int) -> int:
     return int.from_bytes(digest, "big")
 
 
-def rendezvous_owner(partition: int, members: Iterable[str]) -> str | None:
-    """The member with the highest hash weight for ``partition`` (None without members):
-    plain rendezvous hashing, without the load bound of ``assignment``."""
-    return max(members, key=lambda member: (_weight(member, partition), member), default=None)
-
-
 def assignment(partitions: int, members: Iterable[str]) -> dict[int, str]:
     """Desired owner of every partition: rendezvous hashing with bounded loads.
 
