@@ -71,6 +71,28 @@ async def holder_of(redis: Redis, partition: int) -> str | None:
     return owner.rsplit(":", 1)[0]
 
 
+async def start_workers(
+    tmp_path: Path, database_url: str, bus_url: str
+) -> dict[str, asyncio.subprocess.Process]:
+    """Two ``tradewire worker`` processes (k0, k1) on the bus, Redis locks and ownership (db
+    10), logging into ``tmp_path``."""
+    base = {
+        **os.environ, "TRADEWIRE_DATABASE_URL": database_url, "TRADEWIRE_BUS_URL": bus_url,
+        "TRADEWIRE_LOCK_URL": REDIS, "TRADEWIRE_EXCHANGE_URL": "http://127.0.0.1:9",
+        "TRADEWIRE_DATA_DIR": str(tmp_path / "data"), "TRADEWIRE_LOG_LEVEL": "INFO",
+        "TRADEWIRE_MASTER_KEY": "q6E0JQn3zXh8bH0r9a3tQ2cH7f1mV5yW4uK8pL0sD2E=",
+        "TRADEWIRE_BUS_PARTITIONS": str(PARTITIONS),
+    }
+    procs = {}
+    for name in ("k0", "k1"):
+        with (tmp_path / f"{name}.log").open("wb") as log:
+            procs[name] = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tradewire.cli.main", "worker",
+                env={**base, "TRADEWIRE_WORKER_NAME": name}, stdout=log, stderr=log,
+            )
+    return procs
+
+
 async def stop_all(procs: dict[str, asyncio.subprocess.Process]) -> None:
     """SIGTERM the workers still running; SIGKILL one that has not exited 15 s later."""
     for proc in procs.values():
@@ -100,22 +122,10 @@ async def test_a_sigkilled_workers_message_is_processed_by_another_within_15_s(
     procs: dict[str, asyncio.subprocess.Process] = {}
     async with fresh_postgres_database() as database_url:
         await upgrade(database_url)
-        base = {
-            **os.environ, "TRADEWIRE_DATABASE_URL": database_url, "TRADEWIRE_BUS_URL": REDIS,
-            "TRADEWIRE_LOCK_URL": REDIS, "TRADEWIRE_EXCHANGE_URL": "http://127.0.0.1:9",
-            "TRADEWIRE_DATA_DIR": str(tmp_path / "data"), "TRADEWIRE_LOG_LEVEL": "INFO",
-            "TRADEWIRE_MASTER_KEY": "q6E0JQn3zXh8bH0r9a3tQ2cH7f1mV5yW4uK8pL0sD2E=",
-            "TRADEWIRE_BUS_PARTITIONS": str(PARTITIONS),
-        }
         bus = RedisStreamsBus(REDIS, PARTITIONS)
         try:
             await bus.pending()  # creates the streams and the group before workers read
-            for name in ("k0", "k1"):
-                with (tmp_path / f"{name}.log").open("wb") as log:
-                    procs[name] = await asyncio.create_subprocess_exec(
-                        sys.executable, "-m", "tradewire.cli.main", "worker",
-                        env={**base, "TRADEWIRE_WORKER_NAME": name}, stdout=log, stderr=log,
-                    )
+            procs.update(await start_workers(tmp_path, database_url, REDIS))
             lock = names.lock_name(env.user_id, env.symbol)
             await redis.set(lock, "held-by-the-test", px=60_000)
             await bus.publish(env)
@@ -192,20 +202,8 @@ async def test_a_sigkilled_workers_rabbitmq_pack_is_processed_by_another_exactly
         async with fresh_postgres_database() as database_url:
             await upgrade(database_url)
             await bus.setup()  # the topology exists before the workers consume
-            base = {
-                **os.environ, "TRADEWIRE_DATABASE_URL": database_url, "TRADEWIRE_BUS_URL": amqp,
-                "TRADEWIRE_LOCK_URL": REDIS, "TRADEWIRE_EXCHANGE_URL": "http://127.0.0.1:9",
-                "TRADEWIRE_DATA_DIR": str(tmp_path / "data"), "TRADEWIRE_LOG_LEVEL": "INFO",
-                "TRADEWIRE_MASTER_KEY": "q6E0JQn3zXh8bH0r9a3tQ2cH7f1mV5yW4uK8pL0sD2E=",
-                "TRADEWIRE_BUS_PARTITIONS": str(PARTITIONS),
-            }
             try:
-                for name in ("k0", "k1"):
-                    with (tmp_path / f"{name}.log").open("wb") as log:
-                        procs[name] = await asyncio.create_subprocess_exec(
-                            sys.executable, "-m", "tradewire.cli.main", "worker",
-                            env={**base, "TRADEWIRE_WORKER_NAME": name}, stdout=log, stderr=log,
-                        )
+                procs.update(await start_workers(tmp_path, database_url, amqp))
                 lock = names.lock_name(first.user_id, first.symbol)
                 await redis.set(lock, "held-by-the-test", px=60_000)
                 ids = await bus.publish_many([first, second])
