@@ -14,6 +14,7 @@ from tradewire.bus.factory import create_bus
 from tradewire.clock import Clock, SystemClock
 from tradewire.config import Settings, master_key_bytes
 from tradewire.exchange.budget import BudgetConfig, Limit
+from tradewire.exchange.lean_http import LeanHttp
 from tradewire.locks.base import Locks
 from tradewire.locks.factory import create_locks
 from tradewire.store.crypto import SecretBox
@@ -47,6 +48,9 @@ async def open_runtime(
         timeout=httpx.Timeout(10.0, connect=5.0),
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
     )
+    # the keepalive PUTs (a streams pod's steady REST traffic) skip httpx when no proxy applies
+    lean = (LeanHttp(settings.rest_base_url, timeout_s=10.0, connect_timeout_s=5.0)
+            if LeanHttp.usable_for(settings.rest_base_url) else None)
     clock = clock or SystemClock()
     bus = create_bus(settings)
     locks = create_locks(settings)
@@ -58,7 +62,7 @@ async def open_runtime(
             box=SecretBox(master_key_bytes(settings)),
             http=http,
             pool=ClientPool(settings.rest_base_url, http, clock, budget=BudgetConfig(
-                ip_weight=Limit(settings.ip_weight_per_minute, 60_000))),
+                ip_weight=Limit(settings.ip_weight_per_minute, 60_000)), lean=lean),
             bus=bus,
             locks=locks,
             clock=clock,
@@ -67,4 +71,6 @@ async def open_runtime(
         await bus.close()
         await locks.close()
         await http.aclose()
+        if lean is not None:
+            await lean.aclose()
         await engine.dispose()

@@ -27,6 +27,7 @@ from tradewire.exchange.account_calls import AccountCalls
 from tradewire.exchange.budget import BudgetConfig, RateBudget, Sleep, order_budget
 from tradewire.exchange.budget import ip_budget as new_ip_budget
 from tradewire.exchange.fields import Fields, fields_of_list
+from tradewire.exchange.lean_http import LeanHttp
 from tradewire.exchange.rest import RestSession, Security
 from tradewire.exchange.rules import SymbolRules
 from tradewire.exchange.signing import Params
@@ -60,20 +61,22 @@ class ExchangeClient(AccountCalls):
     The ``http`` client may be shared by many accounts' clients (one connection pool), so
     ``close()`` leaves it open unless ``own_http=True`` hands it over to this client.
     ``ip_budget`` is the egress IP's weight budget (default: one of its own, from ``budget``);
-    the account's order budget is always its own. ``sleep`` is how waits happen (tests)."""
+    the account's order budget is always its own. ``sleep`` is how waits happen (tests).
+    ``lean`` (optional, shared like ``http``): the keepalive PUT goes over it instead of httpx,
+    ~0.1 instead of ~1 ms of event-loop CPU (``exchange.lean_http``)."""
 
     def __init__(
         self, base_url: str, api_key: str, api_secret: str, *, http: httpx.AsyncClient,
         clock: Clock | None = None, recv_window_ms: int = 5000, sleep: Sleep | None = None,
         own_http: bool = False, ip_budget: RateBudget | None = None,
-        budget: BudgetConfig | None = None,
+        budget: BudgetConfig | None = None, lean: LeanHttp | None = None,
     ) -> None:
         clock = clock or SystemClock()
         config = budget or BudgetConfig()
         self._rest = RestSession(
             base_url, api_key, api_secret, http=http, clock=clock, recv_window_ms=recv_window_ms,
             ip_budget=ip_budget or new_ip_budget(config, clock, sleep),
-            order_budget=order_budget(config, clock, sleep),
+            order_budget=order_budget(config, clock, sleep), lean=lean,
         )
         self._http = http
         self._own_http = own_http
@@ -263,8 +266,10 @@ class ExchangeClient(AccountCalls):
         return Fields(body, "listenKey response").text("listenKey")
 
     async def keepalive_listen_key(self) -> str:
-        """Extend the account's key by 60 min; returns it ("" if the answer omits it)."""
-        body = await self._rest.request("PUT", "/fapi/v1/listenKey", security=Security.API_KEY)
+        """Extend the account's key by 60 min; returns it ("" if the answer omits it). The one
+        REST call a streams pod makes all day (every key every 30 min): over ``lean`` if given."""
+        body = await self._rest.request("PUT", "/fapi/v1/listenKey", security=Security.API_KEY,
+                                        lean=True)
         return Fields(body, "listenKey response").opt_text("listenKey")
 
     async def close_listen_key(self) -> None:

@@ -12,7 +12,9 @@ logged nor shown in ``repr``.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -34,6 +36,7 @@ from tradewire.exchange.error_map import (
     order_limit_window_s,
 )
 from tradewire.exchange.fields import Fields
+from tradewire.exchange.lean_http import LeanHttp
 from tradewire.exchange.signing import Params, encode_params, signed_query
 
 logger = logging.getLogger(__name__)
@@ -58,7 +61,7 @@ class RateUsage:
     order_count_1m: int | None = None
 
 
-def _header_int(headers: httpx.Headers, name: str) -> int | None:
+def _header_int(headers: Mapping[str, str], name: str) -> int | None:
     value = headers.get(name)
     return int(value) if value is not None and value.isdigit() else None
 
@@ -69,12 +72,13 @@ class RestSession:
     def __init__(
         self, base_url: str, api_key: str, api_secret: str, *,
         http: httpx.AsyncClient, clock: Clock, recv_window_ms: int,
-        ip_budget: RateBudget, order_budget: RateBudget,
+        ip_budget: RateBudget, order_budget: RateBudget, lean: LeanHttp | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._secret = api_secret
         self._http = http
+        self._lean = lean
         self._clock = clock
         self.recv_window_ms = recv_window_ms
         self.offset_ms = 0
@@ -108,26 +112,31 @@ class RestSession:
 
     async def request(
         self, method: str, path: str, params: Params | None = None, *,
-        security: Security = Security.SIGNED,
+        security: Security = Security.SIGNED, lean: bool = False,
     ) -> Any:
         """Send one request and return its decoded JSON body; raise ``ExchangeError`` subclasses.
 
         Sent once more (both answers mean the exchange did not execute it): a SIGNED request
         refused with -1021, after re-syncing the server time; and a request refused with 429,
-        once the budget it exceeded allows (a 418 ban is raised at once)."""
+        once the budget it exceeded allows (a 418 ban is raised at once).
+
+        ``lean``: an idempotent request without a signature nor a body, sent over the session's
+        ``LeanHttp`` when it has one (``exchange.lean_http``); budgets, headers and errors are
+        handled exactly as on httpx."""
         params = params or {}
+        via_lean = lean and self._lean is not None and security is not Security.SIGNED
         try:
-            return await self._send_in_time(method, path, params, security)
+            return await self._send_in_time(method, path, params, security, via_lean)
         except RateLimited as exc:
             if exc.status == 418:
                 raise
-            return await self._send_in_time(method, path, params, security)
+            return await self._send_in_time(method, path, params, security, via_lean)
 
     async def _send_in_time(
-        self, method: str, path: str, params: Params, security: Security
+        self, method: str, path: str, params: Params, security: Security, lean: bool = False
     ) -> Any:
         try:
-            return await self._send(method, path, params, security)
+            return await self._send(method, path, params, security, lean)
         except TimestampOutOfWindow:
             if security is not Security.SIGNED:
                 raise
@@ -144,8 +153,10 @@ class RestSession:
         else:
             query = encode_params(params)
         url = f"{self._base_url}{path}" + (f"?{query}" if query else "")
-        headers = {} if security is Security.NONE else {"X-MBX-APIKEY": self._api_key}
-        return self._http.build_request(method, url, headers=headers)
+        return self._http.build_request(method, url, headers=self._key_header(security))
+
+    def _key_header(self, security: Security) -> dict[str, str]:
+        return {} if security is Security.NONE else {"X-MBX-APIKEY": self._api_key}
 
     async def _spend_budgets(self, method: str, path: str, params: Params) -> None:
         """Wait until the account's order budget and the IP's weight budget allow the request."""
@@ -155,28 +166,36 @@ class RestSession:
             await self.order_budget.acquire((cost.orders_10s, cost.orders_1m), priority=priority)
         await self.ip_budget.acquire((cost.weight,), priority=priority)
 
-    async def _send(self, method: str, path: str, params: Params, security: Security) -> Any:
+    async def _send(
+        self, method: str, path: str, params: Params, security: Security, lean: bool = False
+    ) -> Any:
         what = f"{method} {path}"
         await self._spend_budgets(method, path, params)
-        request = self._build(method, path, params, security)
         sent_at = self.ip_budget.now_ms(), self.order_budget.now_ms()
+        status: int
+        headers: Mapping[str, str]
         try:
-            response = await self._http.send(request)
+            if lean and self._lean is not None:
+                query = encode_params(params)
+                answer = await self._lean.request(
+                    method, path + (f"?{query}" if query else ""), self._key_header(security))
+                status, headers, body = answer.status, answer.headers, answer.body
+            else:
+                response = await self._http.send(self._build(method, path, params, security))
+                status, headers, body = response.status_code, response.headers, response.content
         except httpx.TransportError as exc:
             raise error_from_transport(exc, what) from exc
-        self._track(response.headers, sent_at)
-        logger.debug("%s -> %d (weight %s)", what, response.status_code, self.usage.used_weight_1m)
-        if response.status_code >= 400:
-            error = error_from_response(
-                response.status_code, response.text, response.headers, now_ms=self.server_now_ms()
-            )
+        self._track(headers, sent_at)
+        logger.debug("%s -> %d (weight %s)", what, status, self.usage.used_weight_1m)
+        if status >= 400:
+            text = body.decode("utf-8", "replace")
+            error = error_from_response(status, text, headers, now_ms=self.server_now_ms())
             if isinstance(error, RateLimited):
                 self._back_off(error, what)
             raise error
         try:
-            return response.json()
+            return json.loads(body)
         except UNREADABLE_JSON as exc:  # a 2xx we cannot read: it may well have been executed
-            status = response.status_code
             raise UnknownOutcome(f"{what}: unreadable response body", status=status) from exc
 
     def _back_off(self, error: RateLimited, what: str) -> None:
@@ -193,7 +212,7 @@ class RestSession:
         logger.warning("%s: rate limited (HTTP %s, code %s); %s budget blocked for %.1f s",
                        what, error.status, error.code, budget.name, seconds)
 
-    def _track(self, headers: httpx.Headers, sent_at: tuple[int, int]) -> None:
+    def _track(self, headers: Mapping[str, str], sent_at: tuple[int, int]) -> None:
         old = self.usage
         new = RateUsage(
             used_weight_1m=_header_int(headers, "x-mbx-used-weight-1m"),

@@ -7,19 +7,23 @@ import httpx
 from tradewire.clock import Clock, SystemClock
 from tradewire.exchange.budget import BudgetConfig, RateBudget, Sleep, ip_budget
 from tradewire.exchange.client import ExchangeClient
+from tradewire.exchange.lean_http import LeanHttp
 
 
 class ClientPool:
     """One ``ExchangeClient`` per account (cached), all sharing ``http`` and one request-weight
     budget: the pool stands for one egress IP, whose 2400 weight/min every account spends
-    together (reference §8). Each account's client keeps its own order budget."""
+    together (reference §8). Each account's client keeps its own order budget. ``lean``
+    (optional): the clients' keepalive PUTs go over it (``exchange.lean_http``)."""
 
     def __init__(
         self, base_url: str, http: httpx.AsyncClient, clock: Clock | None = None, *,
         budget: BudgetConfig | None = None, sleep: Sleep | None = None,
+        lean: LeanHttp | None = None,
     ) -> None:
         self.base_url = base_url
         self.http = http
+        self.lean = lean
         self.clock = clock
         self.budget = budget or BudgetConfig()
         self._sleep = sleep
@@ -47,5 +51,5 @@ class ClientPool:
     def _new(self, api_key: str, api_secret: str) -> ExchangeClient:
         return ExchangeClient(
             self.base_url, api_key, api_secret, http=self.http, clock=self.clock,
-            sleep=self._sleep, ip_budget=self.ip_budget, budget=self.budget,
+            sleep=self._sleep, ip_budget=self.ip_budget, budget=self.budget, lean=self.lean,
         )
