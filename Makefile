@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench bench-pipeline bench-sim bench-bus bench-streams demo clean
+.PHONY: run test lint typecheck unit bench bench-pipeline bench-sim bench-bus bench-streams bench-stream-calls demo clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 ## bench: every benchmark; each prints one JSON object on its last line
-bench: bench-pipeline bench-sim bench-bus bench-streams
+bench: bench-pipeline bench-sim bench-bus bench-streams bench-stream-calls
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python bench/pipeline.py
@@ -52,6 +52,11 @@ bench-bus: $(STAMP)
 ## with fills counted in PostgreSQL (needs PostgreSQL and Redis; uses Redis DB 3, flushed)
 bench-streams: $(STAMP)
 	$(BIN)/python bench/streams.py
+
+## bench-stream-calls: client CPU of a streams pod's steady calls on its event loop: the
+## keepalive PUT (httpx vs LeanHttp) and the listing digest (session vs held connection)
+bench-stream-calls: $(STAMP)
+	$(BIN)/python bench/stream_calls.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -390,6 +390,9 @@ class Listed:
     async def listing(self) -> list[AccountSpec]:
         return [AccountSpec(ref.account_id, ref.user_id, "v1") for ref, _ in self.accounts]
 
+    async def aclose(self) -> None:
+        return None
+
     def client(self, spec: AccountSpec) -> ExchangeClient:
         return next(client for ref, client in self.accounts if ref.account_id == spec.account_id)
 

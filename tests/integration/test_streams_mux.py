@@ -56,6 +56,9 @@ class Directory:
     async def listing(self) -> list[AccountSpec]:
         return list(self.specs.values())
 
+    async def aclose(self) -> None:
+        return None
+
     def client(self, spec: AccountSpec) -> ExchangeClient:
         self.decrypted[spec.account_id] += 1
         return self.clients[spec.account_id]

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 from tests.conftest import fresh_postgres_database
 
 from tradewire.clock import ManualClock
@@ -54,7 +54,7 @@ class NullPublisher:
         return None
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("database", ["sqlite", "postgresql", "postgresql-held"])
 async def test_the_listing_decrypts_nothing_and_the_manager_only_new_or_changed(
     tmp_path: Path, database: str
 ) -> None:
@@ -62,7 +62,8 @@ async def test_the_listing_decrypts_nothing_and_the_manager_only_new_or_changed(
     account's secret once when it starts it, again only when its credentials change; a
     disabled user's account leaves the listing. On PostgreSQL an unchanged listing is not
     read again: the directory answers with the very same list (its digest did not change),
-    and a new one after each change."""
+    and a new one after each change — through a session, or (given the engine, as the
+    streams role does) over the driver connection the directory holds."""
     if database == "sqlite":
         await _listing_scenario(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}", database)
     else:
@@ -82,7 +83,8 @@ async def _listing_scenario(url: str, database: str) -> None:
                 session, box, name="bob", api_key="key-bob-123456", api_secret="secret-bob")
             await session.commit()
         async with httpx.AsyncClient() as http:
-            directory = StoreDirectory(sessions, box, ClientPool("http://sim", http))
+            directory = StoreDirectory(sessions, box, ClientPool("http://sim", http),
+                                       engine=engine if database.endswith("held") else None)
             manager = StreamsManager(
                 directory, NullPublisher(), "ws://sim", ManualClock(),
                 options=StreamOptions(keys_per_connection=1))
@@ -93,7 +95,7 @@ async def _listing_scenario(url: str, database: str) -> None:
             assert box.opened == Counter({"secret-ann": 1, "secret-bob": 1})
             listed = await directory.listing()
             assert [s.user_id for s in listed] == [ann.id, bob.id]
-            if database == "postgresql":
+            if database.startswith("postgresql"):
                 assert await directory.listing() is listed  # digest unchanged: not re-read
             async with sessions() as session:
                 rows = await users.stream_accounts(session)
@@ -121,8 +123,44 @@ async def _listing_scenario(url: str, database: str) -> None:
                 await session.commit()
             await manager.sync()
             assert len(manager._singles) == 2
+            await directory.aclose()
+            assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     finally:
         await engine.dispose()
+
+
+async def test_the_held_digest_connection_is_replaced_after_the_server_drops_it() -> None:
+    """The server ends the directory's connection (a restart, an admin's kill): that refresh
+    fails (the manager logs it and keeps its streams), the next one opens a new connection
+    and sees the changes made meanwhile."""
+    async with fresh_postgres_database() as url:
+        await upgrade(url)
+        engine, sessions = create_engine_and_sessions(url)
+        box = SecretBox(os.urandom(32))
+        try:
+            async with sessions() as session:
+                await users.create_user(session, box, name="ann", api_key="key-ann-123456",
+                                        api_secret="secret-ann")
+                await session.commit()
+            async with httpx.AsyncClient() as http:
+                directory = StoreDirectory(sessions, box, ClientPool("http://sim", http),
+                                           engine=engine)
+                first = await directory.listing()
+                assert len(first) == 1 and await directory.listing() is first
+                held_pid = await directory._driver.fetchval("SELECT pg_backend_pid()")
+                async with sessions() as session:
+                    await session.execute(text(f"SELECT pg_terminate_backend({held_pid})"))
+                    await users.create_user(session, box, name="bob",
+                                            api_key="key-bob-123456", api_secret="secret-bob")
+                    await session.commit()
+                with pytest.raises(Exception):  # noqa: B017 - the driver's own error type
+                    await directory.listing()
+                again = await directory.listing()
+                assert [spec.user_id for spec in again] != [s.user_id for s in first]
+                assert len(again) == 2
+                await directory.aclose()
+        finally:
+            await engine.dispose()
 
 
 class _FakeSingle:
@@ -163,6 +201,9 @@ def test_status_of_an_idle_manager() -> None:
 class _Empty:
     async def listing(self) -> list[AccountSpec]:
         return []
+
+    async def aclose(self) -> None:
+        return None
 
     def client(self, spec: AccountSpec) -> Any:
         raise AssertionError("nothing to start")
@@ -217,6 +258,9 @@ async def test_a_keepalive_put_waiting_long_is_never_doubled() -> None:
 class StaticDirectory:
     async def listing(self) -> list[AccountSpec]:
         return []
+
+    async def aclose(self) -> None:
+        return None
 
     def client(self, spec: AccountSpec) -> Any:
         raise AssertionError("not used")

@@ -55,7 +55,8 @@ def streams_manager(rt: Runtime, *, refresh_s: float = 2.0) -> StreamsManager:
     publisher = BatchPublisher(timer.wrap(rt.bus.publish_many),
                                max_in_flight=settings.stream_publish_in_flight)
     return StreamsManager(
-        StoreDirectory(rt.sessions, rt.box, rt.pool), publisher, settings.ws_base_url, rt.clock,
+        StoreDirectory(rt.sessions, rt.box, rt.pool, engine=rt.engine), publisher,
+        settings.ws_base_url, rt.clock,
         options=StreamOptions.from_settings(settings, refresh_s=refresh_s),
         shards=create_shards(settings), timer=timer,
         reconciler=Reconciler(rt.sessions, clock=rt.clock,

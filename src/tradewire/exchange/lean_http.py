@@ -5,7 +5,7 @@ event-loop CPU on this project's hosts, spread over a few callbacks of 0.3-0.5 m
 holding 5,000 accounts sends ~2.8 of them a second, and every such callback delays the socket
 readers (the publish-latency tail of issue 5). Here one request is one ``transport.write`` and
 the answer is parsed by ``httptools`` (llhttp, C) as the bytes arrive: ~0.1 ms per call
-(``bench/keepalive_http.py``).
+(``make bench-stream-calls``).
 
 Scope, on purpose narrow: requests without a body (the USER_STREAM calls: listenKey
 POST/PUT/DELETE), **idempotent only** — a request on a reused keep-alive connection that the

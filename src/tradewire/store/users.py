@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -170,6 +171,24 @@ async def stream_accounts(session: AsyncSession) -> list[StreamAccountRow]:
     return out
 
 
+def _stream_accounts_digest_query() -> Select[int, str | None]:
+    from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+    row_text = func.concat_ws(":", ExchangeAccount.id, ExchangeAccount.user_id,
+                              ExchangeAccount.api_key, ExchangeAccount.api_secret_enc)
+    return (
+        select(func.count(), func.md5(func.string_agg(
+            row_text, aggregate_order_by(literal(","), ExchangeAccount.id))))
+        .select_from(ExchangeAccount)
+        .join(User, User.id == ExchangeAccount.user_id)
+        .where(User.active.is_(True), ExchangeAccount.active.is_(True))
+    )
+
+
+def digest_text(count: int, md5: str | None) -> str:
+    return f"{count}:{md5 or ''}"
+
+
 async def stream_accounts_digest(session: AsyncSession) -> str | None:
     """A digest of what ``stream_accounts`` would list (ids, user ids, API keys, encrypted
     secrets, in id order), computed by PostgreSQL: one short row instead of thousands, so the
@@ -178,19 +197,20 @@ async def stream_accounts_digest(session: AsyncSession) -> str | None:
     connection = await session.connection()
     if connection.dialect.name != "postgresql":
         return None
-    from sqlalchemy.dialects.postgresql import aggregate_order_by
+    count, md5 = (await connection.execute(_stream_accounts_digest_query())).one()
+    return digest_text(count, md5)
 
-    row_text = func.concat_ws(":", ExchangeAccount.id, ExchangeAccount.user_id,
-                              ExchangeAccount.api_key, ExchangeAccount.api_secret_enc)
-    query = (
-        select(func.count(), func.md5(func.string_agg(
-            row_text, aggregate_order_by(literal(","), ExchangeAccount.id))))
-        .select_from(ExchangeAccount)
-        .join(User, User.id == ExchangeAccount.user_id)
-        .where(User.active.is_(True), ExchangeAccount.active.is_(True))
-    )
-    count, digest = (await connection.execute(query)).one()
-    return f"{count}:{digest or ''}"
+
+@functools.cache
+def stream_accounts_digest_sql() -> str:
+    """``stream_accounts_digest``'s query as PostgreSQL text without parameters, for a driver
+    connection (``streams.directory``: ~0.1 ms of client CPU a call instead of ~1 ms through
+    a session); its row is (count, md5) for ``digest_text``."""
+    from sqlalchemy.dialects.postgresql.base import PGDialect
+
+    compiled = _stream_accounts_digest_query().compile(
+        dialect=PGDialect(), compile_kwargs={"literal_binds": True})  # type: ignore[no-untyped-call]
+    return str(compiled)
 
 
 def _credentials_query() -> Select[ExchangeAccount, User]:

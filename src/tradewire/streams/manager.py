@@ -165,6 +165,8 @@ class StreamsManager(AccountDriver, Upkeep, StatusView):
                     await task
             await self._close_streams()
             with contextlib.suppress(Exception):
+                await self._directory.aclose()
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._publisher.flush(), 10)
             with contextlib.suppress(Exception):
                 await self._publisher.close()
