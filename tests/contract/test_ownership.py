@@ -156,6 +156,24 @@ async def test_two_members_split_all_partitions_without_overlap(url: str) -> Non
 
 
 @pytest.mark.redis
+async def test_owned_is_the_same_object_until_a_lease_changes(url: str) -> None:
+    """Callers asking every tick (the streams manager) skip their work while ``owned()`` *is*
+    the previous answer; any lease change (a renewal round, a handover) gives a new object."""
+    async with members(url, "a", "b") as (a, b):
+        await a.start()
+        first = a.owned()
+        assert first == set(range(P)) and a.owned() is first
+        rounds = a.rounds
+        await until(lambda: a.rounds > rounds)
+        renewed = a.owned()
+        assert renewed == first and renewed is not first  # new deadlines: asked afresh
+        assert a.owned() is renewed
+        await b.start()
+        await until(lambda: split_ok(a, b))
+        assert a.owned() != first and a.owned() is a.owned()
+
+
+@pytest.mark.redis
 async def test_a_member_that_stops_renewing_loses_its_partitions_within_the_ttl(
     url: str,
 ) -> None:

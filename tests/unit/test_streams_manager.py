@@ -25,7 +25,7 @@ from tradewire.streams.directory import AccountSpec, StoreDirectory
 from tradewire.streams.manager import StreamsManager
 from tradewire.streams.options import StreamOptions
 from tradewire.streams.session import AccountRef, ControlReply, UserStreamSession
-from tradewire.streams.state import Account
+from tradewire.streams.state import Account, Group
 from tradewire.trading.clients import ClientPool
 
 
@@ -309,3 +309,37 @@ async def test_reconciliation_waits_while_other_accounts_take_their_keys() -> No
     await reconciling
     assert reconciler.calls == [2] and waiting.key == "fresh-key"
     assert not streaming.reconcile and manager.reconciliations == 1
+
+
+def test_each_socket_is_watched_once_per_interval_spread_over_the_ticks() -> None:
+    """Rotation, blindness and audit checks of 25 sockets: all at the first tick, then each
+    socket once per ``watch_interval_s``, a few per 0.1 s tick rather than all of them in
+    every tick; a socket under blind repair is looked at every tick."""
+    clock = ManualClock()
+    manager = StreamsManager(_Empty(), NullPublisher(), "ws://sim", clock,
+                             options=StreamOptions(watch_interval_s=1.0, tick_s=0.1))
+    for group_id in range(25):
+        manager.groups[group_id] = Group(group_id)
+    watched: list[tuple[int, int]] = []
+    manager._watch = lambda group, now: watched.append((now, group.id))  # type: ignore[method-assign]
+    per_tick = []
+    for _ in range(31):  # 3 s of ticks
+        before = len(watched)
+        manager._watch_due(clock.now_ms())
+        per_tick.append(len(watched) - before)
+        clock.advance(100)
+    assert per_tick[0] == 25
+    assert max(per_tick[1:]) <= 5 and sum(per_tick[1:]) == 75  # 3 more rounds, spread
+    by_group: dict[int, list[int]] = {}
+    for now, group_id in watched:
+        by_group.setdefault(group_id, []).append(now)
+    for times in by_group.values():
+        gaps = {b - a for a, b in zip(times[1:], times[2:], strict=False)}
+        assert gaps == {1000}  # after the first catch-up, exactly once a second
+
+    manager.groups[7].blind_strikes = 1
+    before = len(watched)
+    for _ in range(3):
+        manager._watch_due(clock.now_ms())
+        clock.advance(100)
+    assert [g for _, g in watched[before:]].count(7) == 3

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -134,6 +135,9 @@ class RedisOwnership:
         self._renew_many = self._redis.register_script(_RENEW_MANY_LUA)
         self._release = self._redis.register_script(_RELEASE_LUA)
         self._held: dict[int, _Hold] = {}
+        # ``owned()``'s answer and the loop time until which it holds (the earliest deadline
+        # in it); dropped by every change of ``_held`` (``_changed``)
+        self._owned_cache: tuple[frozenset[int], float] | None = None
         self._busy: Busy = lambda partition: False
         self._task: asyncio.Task[None] | None = None
         self._pubsub: PubSub | None = None
@@ -152,11 +156,21 @@ class RedisOwnership:
         return max(int(self.ttl_s * 1000), 1)
 
     def owned(self) -> frozenset[int]:
+        """The partitions held, trusted and not being left. The same object until a lease
+        changes (or one in it reaches its deadline): callers asked every tick (the streams
+        manager) may skip their own work when it ``is`` the previous answer."""
         now = asyncio.get_running_loop().time()
-        return frozenset(
-            p for p, hold in self._held.items()
-            if hold.deadline > now and hold.leaving_since is None
-        )
+        cached = self._owned_cache
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        live = [(p, hold.deadline) for p, hold in self._held.items()
+                if hold.deadline > now and hold.leaving_since is None]
+        owned = frozenset(p for p, _ in live)
+        self._owned_cache = (owned, min((d for _, d in live), default=math.inf))
+        return owned
+
+    def _changed(self) -> None:
+        self._owned_cache = None
 
     def holds(self, partition: int) -> bool:
         hold = self._held.get(partition)
@@ -191,6 +205,7 @@ class RedisOwnership:
             log(logger, logging.WARNING, "releasing partitions failed", error=error_text(exc))
         finally:
             self._held.clear()
+            self._changed()
             if self._pubsub is not None:
                 with contextlib.suppress(Exception):
                     await self._pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -270,6 +285,7 @@ class RedisOwnership:
         results = await self._renew_many(
             keys=[self.space.lease_name(p) for p, _ in held],
             args=[*(hold.token for _, hold in held), self._ttl_ms])
+        self._changed()  # new deadlines (or a lease gone)
         for (p, hold), ok in zip(held, results, strict=True):
             if ok:
                 hold.deadline = sent + self.ttl_s * _SAFETY
@@ -283,9 +299,13 @@ class RedisOwnership:
         doomed: list[int] = []
         for p, hold in self._held.items():
             if p in desired:
-                hold.leaving_since = None
+                if hold.leaving_since is not None:
+                    hold.leaving_since = None
+                    self._changed()
                 continue
-            hold.leaving_since = hold.leaving_since or now
+            if hold.leaving_since is None:
+                hold.leaving_since = now
+                self._changed()
             if not self._busy(p) or now - hold.leaving_since >= self.ttl_s:
                 doomed.append(p)
         if doomed:
@@ -299,6 +319,7 @@ class RedisOwnership:
         holds = [(p, self._held.pop(p)) for p in partitions if p in self._held]
         if not holds:
             return
+        self._changed()
         sent = asyncio.get_running_loop().time()
         for p, hold in holds:
             if hold.deadline > sent:
@@ -332,6 +353,7 @@ class RedisOwnership:
             if epoch is not None:
                 token = f"{self.member}:{int(epoch)}"
                 self._held[p] = _Hold(int(epoch), token, sent + self.ttl_s * _SAFETY)
+                self._changed()
                 log(logger, logging.INFO, "partition lease acquired", partition=p,
                     epoch=int(epoch), member=self.member)
                 self._notify("acquired", p, int(epoch))

@@ -37,6 +37,8 @@ class StreamOptions:
     refresh_s: float = 2.0  # account listing re-read (real seconds)
     tick_s: float = 0.1  # ownership, keepalives, rotation, liveness (real seconds)
     audit_interval_s: float = 300.0  # LIST_SUBSCRIPTIONS per connection (clock seconds)
+    # each socket's rotation / blindness / audit check (clock seconds; spread over it)
+    watch_interval_s: float = 1.0
     keepalive_retry_s: float = 30.0  # after a failed PUT (clock seconds)
     max_backoff_s: float = 30.0  # connect / account retries (real seconds)
     # a shard gone from owned() and not in draining() is lost after this; 0: at once (a shard

@@ -107,6 +107,7 @@ class Group:
     audited_ms: int = 0
     blind_strikes: int = 0
     max_age_ms: int = 0
+    watch_ms: int = 0  # clock ms of its next ``_watch`` (``Upkeep._watch_due``)
 
 
 
