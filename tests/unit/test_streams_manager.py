@@ -5,6 +5,7 @@ replies, and the options taken from settings."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections import Counter
 from pathlib import Path
@@ -334,7 +335,7 @@ def test_each_socket_is_watched_once_per_interval_spread_over_the_ticks() -> Non
     for now, group_id in watched:
         by_group.setdefault(group_id, []).append(now)
     for times in by_group.values():
-        gaps = {b - a for a, b in zip(times[1:], times[2:], strict=False)}
+        gaps = {b - a for a, b in itertools.pairwise(times[1:])}
         assert gaps == {1000}  # after the first catch-up, exactly once a second
 
     manager.groups[7].blind_strikes = 1
