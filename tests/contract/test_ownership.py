@@ -174,6 +174,23 @@ async def test_owned_is_the_same_object_until_a_lease_changes(url: str) -> None:
 
 
 @pytest.mark.redis
+async def test_renewals_survive_a_flushed_script_cache(url: str) -> None:
+    """Renewals go over the lean pipe as EVALSHA; a Redis that forgot the script (restart,
+    ``SCRIPT FLUSH``) answers NOSCRIPT, and the renewal is sent as EVAL: nothing is lost."""
+    async with members(url, "a") as (a,):
+        assert a._pipe is not None  # plain TCP: the lean path is the one under test
+        await a.start()
+        assert a.owned() == set(range(P))
+        epochs = {p: a.epoch(p) for p in range(P)}
+        for _ in range(2):
+            await a.redis.script_flush()
+            rounds = a.rounds
+            await until(lambda r=rounds: a.rounds >= r + 2)
+            assert a.owned() == set(range(P))
+            assert {p: a.epoch(p) for p in range(P)} == epochs  # renewed, never re-acquired
+
+
+@pytest.mark.redis
 async def test_a_member_that_stops_renewing_loses_its_partitions_within_the_ttl(
     url: str,
 ) -> None:
