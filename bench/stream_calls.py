@@ -9,7 +9,10 @@ time the readers wait. Measured here on uvloop (the CLI's loop), ``process_time`
 - keepalive: ``ExchangeClient.keepalive_listen_key`` against a ``tradewire simulator``
   subprocess (its CPU not counted), through httpx and through ``exchange.lean_http.LeanHttp``;
 - refresh: ``StoreDirectory.listing`` of an unchanged listing of ``--accounts`` accounts on a
-  fresh PostgreSQL database, through a session and over the directory's held driver connection.
+  fresh PostgreSQL database, through a session and over the directory's held driver connection;
+- lease round: ``RedisOwnership.round`` of one pod holding all 256 shards (heartbeat, one
+  renewal script call for all of them), the renewal through redis-py and over the lean pipe
+  (Redis DB ``--redis-db``, flushed).
 
 Writes bench/results/stream_calls.json; the last stdout line is one JSON object.
 """
@@ -34,12 +37,14 @@ import httpx
 import uvloop
 from sqlalchemy import insert
 
+from tradewire.bus.ownership_redis import RedisOwnership
 from tradewire.exchange.client import ExchangeClient
 from tradewire.exchange.lean_http import LeanHttp
 from tradewire.store.crypto import SecretBox
 from tradewire.store.db import create_engine_and_sessions, upgrade
 from tradewire.store.tables import ExchangeAccount, User
 from tradewire.streams.directory import StoreDirectory
+from tradewire.streams.shards_redis import SHARD_LEASES
 from tradewire.trading.clients import ClientPool
 
 RESULTS = Path(__file__).parent / "results"
@@ -127,10 +132,31 @@ async def refresh(calls: int, accounts: int) -> dict[str, float]:
         await admin.close()
 
 
+async def lease_round(calls: int, db: int) -> dict[str, float]:
+    from redis.asyncio import Redis
+
+    url = f"redis://127.0.0.1:6379/{db}"
+    out: dict[str, float] = {}
+    for kind in ("redis_py", "pipe"):
+        flush = Redis.from_url(url)
+        await flush.flushdb()
+        await flush.aclose()
+        own = RedisOwnership(url, "bench-pod", 256, space=SHARD_LEASES)
+        if kind == "redis_py":
+            own._pipe = None  # the renewal through redis-py's script call
+        try:
+            out[f"lease_round_cpu_us_{kind}"] = await cpu_us_per_call(own.round, calls // 4)
+            assert len(own.owned()) == 256
+        finally:
+            await own.close()
+    return out
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {"calls": args.calls, "accounts": args.accounts}
     figures.update(await keepalive(args.calls))
     figures.update(await refresh(args.calls, args.accounts))
+    figures.update(await lease_round(args.calls, args.redis_db))
     return figures
 
 
@@ -139,6 +165,7 @@ if __name__ == "__main__":
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--accounts", type=int, default=5000)
+    parser.add_argument("--redis-db", type=int, default=2, help="flushed (scratch)")
     result = uvloop.run(main(parser.parse_args()))
     for key, value in result.items():
         print(f"  {key:32} {value}", file=sys.stderr)
