@@ -324,3 +324,25 @@ def test_keepalive_extends_and_delete_invalidates(
     engine.tick()
     assert engine.active_listen_key(account.api_key) is None
     assert engine.drain_events() == []
+
+
+class TickingClock(ManualClock):
+    """A clock that moves 1 ms every time it is read (as a real one may between two reads)."""
+
+    def now_ms(self) -> int:
+        self.advance(1)
+        return super().now_ms()
+
+
+def test_a_fills_stream_time_is_its_trade_time() -> None:
+    """The TRADE event's ``T`` (and ``E``) is the trade's ``time`` as REST ``userTrades`` shows
+    it, however the clock moves while the fill is booked: reconciliation rebuilds missed fills
+    from the REST side, and both sides must agree (a CI flake had them 1 ms apart)."""
+    engine = Engine(TickingClock())
+    account = engine.create_account(D("10000"))
+    engine.drain_events()
+    market(engine, account, "BUY", "0.010")
+    [trade] = engine.user_trades(account.api_key, BTC)
+    [fill] = [d.payload for d in engine.drain_events()
+              if d.payload["e"] == "ORDER_TRADE_UPDATE" and d.payload["o"]["x"] == "TRADE"]
+    assert fill["T"] == fill["o"]["T"] == trade.time

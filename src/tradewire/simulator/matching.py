@@ -170,7 +170,7 @@ class Matching:
                        events.account_update(account, position, spec, mark, now=now))
         if execution == "TRADE":
             self.core.emit(order.api_key, events.trade_lite(order, trade, spec, now=now))
-        self.emit_update(order, execution, trade=trade)
+        self.emit_update(order, execution, trade=trade, now=now)
         self._notify(order)
 
     # -- cancel / expire -----------------------------------------------------------------
@@ -192,10 +192,13 @@ class Matching:
         self._notify(order)
 
     def emit_update(self, order: Order, execution: str, *, trade: Trade | None = None,
-                     expiry_reason: int = ER_NONE) -> None:
+                     expiry_reason: int = ER_NONE, now: int | None = None) -> None:
+        """ORDER_TRADE_UPDATE of ``order``; ``now``: its event and transaction time (a fill
+        passes its trade's time: the stream's ``T`` and the REST trade's ``time`` are one)."""
         payload = events.order_trade_update(
-            order, self.core.specs[order.symbol], execution=execution, now=self.core.now(),
-            trade=trade, expiry_reason=expiry_reason,
+            order, self.core.specs[order.symbol], execution=execution,
+            now=self.core.now() if now is None else now, trade=trade,
+            expiry_reason=expiry_reason,
         )
         self.core.emit(order.api_key, payload)
 
