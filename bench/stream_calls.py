@@ -20,35 +20,29 @@ Writes bench/results/stream_calls.json; the last stdout line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import socket
-import subprocess
 import sys
+import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import uvloop
-from sqlalchemy import insert
+from streams import Processes, Sim, fresh_database, seed_accounts
 
 from tradewire.bus.ownership_redis import RedisOwnership
 from tradewire.exchange.client import ExchangeClient
 from tradewire.exchange.lean_http import LeanHttp
 from tradewire.store.crypto import SecretBox
-from tradewire.store.db import create_engine_and_sessions, upgrade
-from tradewire.store.tables import ExchangeAccount, User
+from tradewire.store.db import create_engine_and_sessions
 from tradewire.streams.directory import StoreDirectory
 from tradewire.streams.shards_redis import SHARD_LEASES
 from tradewire.trading.clients import ClientPool
 
 RESULTS = Path(__file__).parent / "results"
-PG = "127.0.0.1"
 
 
 async def cpu_us_per_call(call: Callable[[], Awaitable[Any]], n: int) -> float:
@@ -60,76 +54,40 @@ async def cpu_us_per_call(call: Callable[[], Awaitable[Any]], n: int) -> float:
     return round((time.process_time() - started) * 1e6 / n, 1)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+async def keepalive(sim: Sim, calls: int) -> dict[str, float]:
+    creds = (await sim.http.post("/sim/accounts", json={})).json()
+    out: dict[str, float] = {}
+    for name in ("httpx", "lean"):
+        lean = LeanHttp(sim.url) if name == "lean" else None
+        async with httpx.AsyncClient(timeout=10) as http:
+            client = ExchangeClient(sim.url, creds["api_key"], creds["api_secret"], http=http,
+                                    lean=lean)
+            await client.new_listen_key()
+            out[f"keepalive_put_cpu_us_{name}"] = await cpu_us_per_call(
+                client.keepalive_listen_key, calls)
+        if lean is not None:
+            await lean.aclose()
+    return out
 
 
-async def keepalive(calls: int) -> dict[str, float]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tradewire.cli.main", "simulator", "--port", str(port),
-        "--ip-weight-per-minute", "10000000",
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        async with httpx.AsyncClient(base_url=base) as admin:
-            for _ in range(200):
-                try:
-                    await admin.get("/fapi/v1/time")
-                    break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
-            creds = (await admin.post("/sim/accounts", json={})).json()
-        out: dict[str, float] = {}
-        for name in ("httpx", "lean"):
-            lean = LeanHttp(base) if name == "lean" else None
-            async with httpx.AsyncClient(timeout=10) as http:
-                client = ExchangeClient(base, creds["api_key"], creds["api_secret"], http=http,
-                                        lean=lean)
-                await client.new_listen_key()
-                out[f"keepalive_put_cpu_us_{name}"] = await cpu_us_per_call(
-                    client.keepalive_listen_key, calls)
-            if lean is not None:
-                await lean.aclose()
-        return out
-    finally:
-        sim.terminate()
-        await sim.wait()
-
-
-async def refresh(calls: int, accounts: int) -> dict[str, float]:
-    name = f"tw_bench_calls_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(host=PG, user="postgres", database="postgres")
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+asyncpg://postgres@{PG}:5432/{name}"
-    try:
-        await upgrade(url)
+async def refresh(procs: Processes, sim: Sim, calls: int, accounts: int) -> dict[str, float]:
+    key = os.urandom(32)
+    out: dict[str, float] = {}
+    async with fresh_database(procs) as url:
+        await seed_accounts(sim, url, key, accounts)
         engine, sessions = create_engine_and_sessions(url)
-        box = SecretBox(os.urandom(32))
-        now = int(time.time() * 1000)
-        async with sessions.begin() as session:
-            user_ids = list(await session.scalars(
-                insert(User).returning(User.id, sort_by_parameter_order=True),
-                [{"name": f"u{i}", "active": True, "created_at": now} for i in range(accounts)]))
-            await session.execute(insert(ExchangeAccount), [
-                {"user_id": uid, "label": "default", "api_key": f"key-{uid:012d}",
-                 "api_secret_enc": box.encrypt(f"secret-{uid}"), "active": True,
-                 "created_at": now} for uid in user_ids])
-        out: dict[str, float] = {}
-        async with httpx.AsyncClient() as http:
-            for kind in ("session", "held"):
-                directory = StoreDirectory(sessions, box, ClientPool("http://sim", http),
-                                           engine=engine if kind == "held" else None)
-                out[f"refresh_cpu_us_{kind}"] = await cpu_us_per_call(directory.listing, calls)
-                await directory.aclose()
-        await engine.dispose()
-        return out
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        try:
+            async with httpx.AsyncClient() as http:
+                for kind in ("session", "held"):
+                    directory = StoreDirectory(sessions, SecretBox(key),
+                                               ClientPool(sim.url, http),
+                                               engine=engine if kind == "held" else None)
+                    out[f"refresh_cpu_us_{kind}"] = await cpu_us_per_call(
+                        directory.listing, calls)
+                    await directory.aclose()
+        finally:
+            await engine.dispose()
+    return out
 
 
 async def lease_round(calls: int, db: int) -> dict[str, float]:
@@ -154,8 +112,16 @@ async def lease_round(calls: int, db: int) -> dict[str, float]:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {"calls": args.calls, "accounts": args.accounts}
-    figures.update(await keepalive(args.calls))
-    figures.update(await refresh(args.calls, args.accounts))
+    procs = Processes(Path(tempfile.mkdtemp(prefix="tw-bench-stream-calls-")))
+    try:
+        sim = await Sim.start(procs, "simulator", ip_weight=10_000_000)
+        try:
+            figures.update(await keepalive(sim, args.calls))
+            figures.update(await refresh(procs, sim, args.calls, args.accounts))
+        finally:
+            await sim.close()
+    finally:
+        await procs.stop_all()
     figures.update(await lease_round(args.calls, args.redis_db))
     return figures
 

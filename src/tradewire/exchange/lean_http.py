@@ -195,7 +195,8 @@ class LeanHttp:
         host = f"[{self._host}]" if ":" in self._host else self._host
         self._host_header = host if default_port else f"{host}:{self._port}"
         self._prefix = parts.path.rstrip("/")
-        self._ssl = (ssl_context or httpx.create_ssl_context()) if parts.scheme == "https" else None
+        self._tls = parts.scheme == "https"
+        self._ssl = ssl_context  # https: httpx's default context, made at the first connect
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._slots = asyncio.Semaphore(max_connections)
@@ -275,11 +276,13 @@ class LeanHttp:
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        if self._tls and self._ssl is None:
+            self._ssl = httpx.create_ssl_context()  # not at start-up: most roles never PUT
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 _, conn = await loop.create_connection(
-                    _Connection, self._host, self._port, ssl=self._ssl,
-                    server_hostname=self._host if self._ssl is not None else None)
+                    _Connection, self._host, self._port, ssl=self._ssl if self._tls else None,
+                    server_hostname=self._host if self._tls else None)
         except TimeoutError:
             raise httpx.ConnectTimeout(
                 f"connect to {self._host_header} timed out after {self.connect_timeout_s} s"
