@@ -4,8 +4,8 @@ Why: through httpx (client, httpcore, anyio, h11) one listenKey keepalive PUT co
 event-loop CPU on this project's hosts, spread over a few callbacks of 0.3-0.5 ms; a streams pod
 holding 5,000 accounts sends ~2.8 of them a second, and every such callback delays the socket
 readers (the publish-latency tail of issue 5). Here one request is one ``transport.write`` and
-the answer is parsed by ``httptools`` (llhttp, C) as the bytes arrive: 0.16-0.45 ms of
-client CPU per PUT against 1.1-1.3 ms through httpx (``make bench-stream-calls``; most of what
+the answer is parsed by ``httptools`` (llhttp, C) as the bytes arrive: 0.12-0.45 ms of
+client CPU per PUT against 1.0-1.3 ms through httpx (``make bench-stream-calls``; most of what
 is left is the kernel's ``send``).
 
 Scope, on purpose narrow: requests without a body (the USER_STREAM calls: listenKey

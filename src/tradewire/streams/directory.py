@@ -5,7 +5,7 @@ PostgreSQL it first asks for a digest of the listing (``users.stream_accounts_di
 reads the rows only when it changed (5,000 rows every 2 s were ~2.5 % of the streams process's
 time at 1,000 events/s, in slices that delayed the socket readers). Given the engine, the
 digest goes over one driver connection the directory holds (``aclose`` returns it), as one
-prepared statement: 0.2-0.5 ms of client CPU instead of ~1.9 ms for a session, checkout,
+prepared statement: 0.14-0.5 ms of client CPU instead of 1.4-1.9 ms for a session, checkout,
 execution and rollback (``make bench-stream-calls``) — less time in which the socket readers
 wait, every refresh. It reads rows without
 decrypting anything, and ``fingerprint`` (a hash of the API key and the *encrypted*
