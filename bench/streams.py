@@ -22,7 +22,12 @@ c. publish latency at 1,000 events/s: the simulator emits one event every millis
    far the source itself ran late); p99 of the process's ``tradewire_stream_publish_seconds``
    histogram (bucket deltas over the phase; the figure is the upper bound of the bucket holding
    the 99th percentile). Cross-check from Redis: entry id time (Redis clock) - the envelope's
-   ``received_ms`` and - the event's ``E`` (simulator time), 1 ms resolution.
+   ``received_ms`` and - the event's ``E`` (simulator time), 1 ms resolution. The machine's
+   own share in the tail is reported beside it: ``host_steal_pct_paced`` (CPU time the
+   hypervisor gave elsewhere during the phase, /proc/stat) and, measured just before the phase
+   with every process idle, ``host_stall_*_idle`` (a busy loop's gaps over 0.2 ms: time lost,
+   gaps over 1 ms per second, longest gap). On a host that stops a vCPU for a millisecond or
+   more several times a second, the p99 measures the host more than the process.
 b. ingest: ``POST /sim/bench/emit`` bursts (synthetic ACCOUNT_UPDATEs round-robin over the
    accounts), closed loop with at most ``--inflight`` events emitted and not yet in Redis (the
    simulator closes a socket whose send queue passes 10,000 frames); ``ingest_events_per_s`` =
@@ -219,6 +224,49 @@ def rss_kb(pid: int) -> int:
 def cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_jiffies() -> list[int]:
+    """The machine's CPU time so far by kind (the ``cpu`` line of /proc/stat: user, nice,
+    system, idle, iowait, irq, softirq, steal, ...)."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+def steal_pct(before: list[int], after: list[int]) -> float:
+    """Share of the machine's CPU time the hypervisor gave to others (steal) between two
+    ``cpu_jiffies`` reads: a vCPU stolen while an event is on it delays that event."""
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(delta[:8])  # guest time is also counted in user and nice
+    return round(delta[7] / total * 100, 1) if total else 0.0
+
+
+_STALL_PROBE = """
+import json, sys, time
+clock, seconds, floor = time.perf_counter, float(sys.argv[1]), 0.0002
+start = last = clock()
+gaps = []
+while last - start < seconds:
+    now = clock()
+    if now - last > floor:
+        gaps.append(now - last)
+    last = now
+print(json.dumps({"lost_pct": round(sum(gaps) / seconds * 100, 2),
+                  "over_1ms_per_s": round(sum(g > 0.001 for g in gaps) / seconds, 1),
+                  "max_ms": round(max(gaps, default=0.0) * 1000, 2)}))
+"""
+
+
+async def host_stalls(seconds: float) -> dict[str, Any]:
+    """How often this machine stops a running thread by itself (the hypervisor, interrupts,
+    other tenants): a busy loop in a child process notes every gap of more than 0.2 ms between
+    two clock reads, like ``redis-cli --intrinsic-latency``. Run while the benchmark's
+    processes are idle; it occupies one CPU for ``seconds``. An event arriving in a gap
+    waits it out, so a p99 of 1 ms at 1,000 events/s needs gaps over 1 ms to be rare."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _STALL_PROBE, str(seconds), stdout=asyncio.subprocess.PIPE)
+    out, _ = await child.communicate()
+    figures: dict[str, Any] = json.loads(out)
+    return {f"host_stall_{k}_idle": v for k, v in figures.items()}
 
 
 async def wait_http(url: str, proc: Proc | None, timeout_s: float = 30.0) -> None:
@@ -552,6 +600,7 @@ async def paced(sim: Sim, redis: Redis, proc: Proc, metrics_port: int, seconds: 
     before = buckets(await scrape(metrics_port))
     base = await redis_len(redis)
     cpu0 = cpu_s(proc.pid)
+    host0 = cpu_jiffies()
     began = time.perf_counter()
     target = int(seconds * rate)
     await sim.pace(target, rate)
@@ -560,6 +609,7 @@ async def paced(sim: Sim, redis: Redis, proc: Proc, metrics_port: int, seconds: 
         await asyncio.sleep(0.2)
         status = await sim.pace_status()
     elapsed = time.perf_counter() - began
+    host_steal = steal_pct(host0, cpu_jiffies())
     if status["emitted"] != target:
         raise PhaseError(f"the simulator paced {status['emitted']} of {target} events")
     achieved = target / status["elapsed_s"]
@@ -596,6 +646,7 @@ async def paced(sim: Sim, redis: Redis, proc: Proc, metrics_port: int, seconds: 
         "paced_events": target, "paced_rate": round(achieved),
         "paced_source_late_max_ms": status["late_max_ms"],
         "streams_cpu_pct_paced": round(cpu_pct, 1),
+        "host_steal_pct_paced": host_steal,
         "publish_histogram_count": count,
         "publish_p50_ms": None if p50 in (None, float("inf")) else round(p50 * 1000, 3),
         "publish_p99_ms": None if p99 is None else round(p99 * 1000, 3),
@@ -700,6 +751,7 @@ async def part_one(args: argparse.Namespace, procs: Processes, tmp: Path,
             if not account_ids:
                 raise PhaseError("no account seeded: phases b-d skipped")
             async with report.phase("publish"):
+                figures.update(await host_stalls(args.stall_probe_s))
                 figures.update(await paced(sim, redis, proc, metrics_port, args.paced_s,
                                             account_ids))
             async with report.phase("ingest"):
@@ -1098,6 +1150,8 @@ if __name__ == "__main__":
     parser.add_argument("--inflight", type=int, default=20_000,
                         help="events emitted and not yet in Redis, at most")
     parser.add_argument("--paced-s", type=float, default=10.0)
+    parser.add_argument("--stall-probe-s", type=float, default=5.0,
+                        help="the machine's own stalls, measured before the publish phase")
     parser.add_argument("--keepalive-s", type=float, default=180.0,
                         help="scaled keepalive interval (production: 1800)")
     parser.add_argument("--idle-s", type=float, default=5.0, help="idle time before RSS reads")

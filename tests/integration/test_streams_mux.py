@@ -601,12 +601,8 @@ async def test_a_connection_subscribes_in_paced_batches_confirmed_by_id(
     SUBSCRIBE the exchange refuses (over its streams limit) fails its keys and leaves the
     socket open."""
     h = few_streams
-    submitted: list[Envelope] = []
-
-    async def submit(envelope: Envelope) -> None:
-        submitted.append(envelope)
-
-    conn = MuxConnection(1, h.sim.ws_url, submit, h.clock, subscribe_batch=5,
+    sink = Collect()
+    conn = MuxConnection(1, h.sim.ws_url, sink, h.clock, subscribe_batch=5,
                          control_msgs_per_s=9)
     await conn.open()
     try:
@@ -629,13 +625,13 @@ async def test_a_connection_subscribes_in_paced_batches_confirmed_by_id(
     await conn.subscribe(keys[10], AccountRef(10, 110))  # room again: accepted
     assert conn.carries(keys[10]) and conn.is_open
     await conn.close()
-    assert conn.closed and conn.retiring and submitted == []
+    assert conn.closed and conn.retiring and sink.envelopes == []
 
 
 async def test_control_messages_stay_under_the_exchange_rate_limit(harness: Harness) -> None:
     """Twelve SUBSCRIBE messages queued at once (the simulator closes a socket sending more
     than ten messages in a second) leave paced: the socket stays open, all keys confirmed."""
-    conn = MuxConnection(1, harness.sim.ws_url, _ignore, harness.clock, subscribe_batch=2,
+    conn = MuxConnection(1, harness.sim.ws_url, Collect(), harness.clock, subscribe_batch=2,
                          control_msgs_per_s=9)
     await conn.open()
     try:
@@ -647,8 +643,18 @@ async def test_control_messages_stay_under_the_exchange_rate_limit(harness: Harn
         await conn.close()
 
 
-async def _ignore(envelope: Envelope) -> None:
-    return None
+class Collect:
+    """A connection's sink that keeps every envelope and is never full."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Envelope] = []
+
+    def offer(self, envelope: Envelope) -> bool:
+        self.envelopes.append(envelope)
+        return True
+
+    async def room(self) -> None:
+        return None
 
 
 # --- two pods over Redis shards ----------------------------------------------------------------

@@ -153,6 +153,30 @@ async def test_a_full_fifo_pushes_back_on_submit(running: tuple[BatchPublisher, 
     assert publisher.published == 201
 
 
+async def test_offer_takes_at_once_says_when_full_and_room_waits_for_an_ack(
+    running: tuple[BatchPublisher, Gated],
+) -> None:
+    """``offer`` (a socket's ``data_received`` cannot await) always takes the envelope; it
+    returns False from the ``max_pending``-th on, and ``room()`` returns once a batch is acked.
+    A call slot being free, the call starts within the same loop turn's callbacks: one
+    ``sleep(0)`` later it has begun (no wake-up of the flusher task in between)."""
+    publisher, gated = running
+    gated.gate.clear()
+    assert publisher.offer(envelope(0)) is True
+    await asyncio.sleep(0)
+    assert gated.calls == [1]
+    assert all(publisher.offer(envelope(seq)) for seq in range(1, 199))
+    assert publisher.offer(envelope(199)) is False  # the 200th not on the bus: full
+    assert publisher.offer(envelope(200)) is False  # still taken, still full
+    waiting = asyncio.create_task(publisher.room())
+    await settle()
+    assert not waiting.done() and publisher.pending == 201
+    gated.gate.set()
+    await waiting
+    await publisher.flush()
+    assert publisher.published == 201
+
+
 async def test_flush_waits_for_queued_and_in_flight_envelopes(
     running: tuple[BatchPublisher, Gated], bus: EmbeddedBus
 ) -> None:
@@ -184,6 +208,9 @@ async def test_close_sends_the_rest_and_refuses_new_envelopes(bus: EmbeddedBus) 
     assert await consumed(bus) == list(range(25))
     with pytest.raises(RuntimeError):
         await publisher.submit(envelope(99))
+    with pytest.raises(RuntimeError):
+        publisher.offer(envelope(99))
+    await publisher.room()  # returns at once once closed (offer then raises)
 
     never_run = BatchPublisher(bus.publish_many, max_batch=10)
     for seq in range(25):
@@ -324,14 +351,15 @@ async def test_a_failed_call_keeps_its_keys_order_while_other_keys_flow(
     for seq, account in enumerate((2, 2, 1, 2, 1), start=1):
         await publisher.submit(envelope(seq, account_id=account))
     await settle()
-    assert calls.open_calls() == [0, 1] and calls.seqs(1) == [1, 2]  # stops before account 1
+    # envelope 1 left at once in the free slot; account 2's next (2) waits for that call
+    assert calls.open_calls() == [0, 1] and calls.seqs(1) == [1]
     calls.fail(0)
     await settle()
     calls.ok(1)
     await settle()
-    # the retry of call 0 is in flight; account 1's next envelope (3) waits for it, and
-    # account 2's (4) behind it
-    assert calls.open_calls() == [2] and calls.seqs(2) == [0]
+    # the retry of call 0 is in flight; the acked call's slot took the head (2, account 2) and
+    # stopped before account 1's next envelope (3), which waits for the retry
+    assert calls.open_calls() == [2, 3] and calls.seqs(2) == [0] and calls.seqs(3) == [2]
     calls.ok(2)
     await settle()
     while open_ := calls.open_calls():

@@ -45,6 +45,12 @@ class NullPublisher:
     async def submit(self, envelope: Any) -> None:
         return None
 
+    def offer(self, envelope: Any) -> bool:
+        return True
+
+    async def room(self) -> None:
+        return None
+
     async def flush(self) -> None:
         return None
 

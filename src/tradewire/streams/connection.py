@@ -9,9 +9,13 @@ exchange (reference §3.2, §3.3):
   ``control_msgs_per_s`` leave per second (the exchange disconnects above 10). The returned
   future resolves when the reply with the message's id confirms the key, and fails with
   ``ControlRefused`` / ``MuxClosed`` otherwise.
-* The reader turns every frame into an ``Envelope`` (``session.make_envelope``: stable event id,
-  ``MALFORMED`` for what cannot be identified) and hands it to ``submit`` (the
-  ``BatchPublisher``: it awaits only when the publisher is full, never a bus round trip).
+* Every data message becomes an ``Envelope`` (``session.make_envelope``: stable event id,
+  ``MALFORMED`` for what cannot be identified) handed to the sink (the ``BatchPublisher``)
+  from the socket's ``data_received`` itself: no queue, future or task switch per frame, so a
+  frame's bytes reach the bus write within one loop turn. When the sink is full
+  (``offer`` -> False) the connection stops reading (``pause_reading``: the exchange's bytes
+  wait in the socket buffers), queues the messages already parsed, in order, and hands them
+  on once the sink has ``room()``; then it reads again.
 * Liveness: ``last_frame_ms`` (clock time of the last data frame or server ping; control
   replies do not count: they flow even when events do not), ``frames``;
   the manager keeps per-account last event times in the shared ``activity`` dict. Client pings
@@ -27,8 +31,9 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
@@ -49,7 +54,6 @@ from tradewire.streams.session import (
 
 logger = logging.getLogger("tradewire.streams")
 
-Submit = Callable[[Envelope], Awaitable[Any]]
 OnExpired = Callable[[AccountRef, str], None]
 OnReceipt = Callable[[Envelope, float], None]
 
@@ -62,15 +66,54 @@ class ControlRefused(RuntimeError):
     """The exchange answered a control message with an error (``{"code", "msg"}``)."""
 
 
-class _Socket(ClientConnection):
-    """A client connection that reports incoming pings (server keepalives count as life)."""
+class Sink(Protocol):
+    """Where a connection's envelopes go (``streams.publisher.BatchPublisher``)."""
 
-    on_ping: Callable[[], None] | None = None
+    def offer(self, envelope: Envelope) -> bool:
+        """Take the envelope now; False: full, take nothing more until ``room()``."""
+        ...
+
+    async def room(self) -> None: ...
+
+
+_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
+
+class _Socket(ClientConnection):
+    """A client connection that reports incoming pings (server keepalives count as life) and
+    hands every complete data message to ``on_data`` from ``data_received`` (fragments joined
+    first) instead of queueing it for ``recv``. websockets' protocol layer still checks the
+    frames (sizes, fragment order, control frames) and answers pings and closes."""
+
+    def __init__(self, *args: Any, on_data: Callable[[bytes], None],
+                 on_ping: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_data = on_data
+        self.on_ping = on_ping
+        self._parts: list[bytes] | None = None  # a fragmented message so far
 
     def process_event(self, event: Event) -> None:
-        if isinstance(event, Frame) and event.opcode is Opcode.PING and self.on_ping:
-            self.on_ping()
+        if self.response is not None and isinstance(event, Frame):  # past the handshake
+            if event.opcode in _DATA:
+                self._message(event)
+                return
+            if event.opcode is Opcode.PING:
+                self.on_ping()
         super().process_event(event)
+
+    def _message(self, frame: Frame) -> None:
+        data = frame.data if type(frame.data) is bytes else bytes(frame.data)
+        if frame.opcode is Opcode.CONT:
+            if self._parts is None:  # the protocol layer refuses this before it gets here
+                return
+            self._parts.append(data)
+            if frame.fin:
+                data, self._parts = b"".join(self._parts), None
+                self.on_data(data)
+        elif frame.fin:
+            self.on_data(data)
+        else:
+            self._parts = [data]
 
 
 class MuxConnection:
@@ -80,7 +123,7 @@ class MuxConnection:
         self,
         conn_id: int,
         ws_base_url: str,
-        submit: Submit,
+        sink: Sink,
         clock: Clock,
         *,
         subscribe_batch: int = 50,
@@ -105,7 +148,7 @@ class MuxConnection:
         self.reply_timeout_s = reply_timeout_s
         self.open_timeout_s = open_timeout_s
         self.activity = activity if activity is not None else {}
-        self._submit = submit
+        self._sink = sink
         self._on_expired = on_expired
         self._on_receipt = on_receipt
         self.session = UserStreamSession()
@@ -120,6 +163,9 @@ class MuxConnection:
         self.close_reason: BaseException | None = None
         self._ws: _Socket | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._held: deque[bytes] | None = None  # messages waiting for room in the sink
+        self._drainer: asyncio.Task[None] | None = None
+        self._fault: BaseException | None = None  # a bug while handing a message on
         self._writer: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._ids = itertools.count(1)
@@ -139,13 +185,14 @@ class MuxConnection:
 
     async def open(self) -> None:
         """Connect (one connection attempt; the caller acquired the budget for it)."""
+        socket = functools.partial(_Socket, on_data=self._deliver, on_ping=self._alive)
         ws = await connect(
             self.url, max_size=2**22, ping_interval=self.ping_interval_s,
             ping_timeout=self.ping_timeout_s, open_timeout=self.open_timeout_s,
-            compression="deflate" if self.compression else None, create_connection=_Socket,
+            compression="deflate" if self.compression else None,
+            create_connection=cast(type[ClientConnection], socket),
         )
         assert isinstance(ws, _Socket)
-        ws.on_ping = self._alive
         self._ws = ws
         self.opened_ms = self.last_frame_ms = self.clock.now_ms()
         self._reader = asyncio.create_task(self._read(ws), name=f"mux-{self.id}-reader")
@@ -158,6 +205,11 @@ class MuxConnection:
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+    @property
+    def paused(self) -> bool:
+        """Not reading: messages wait for room in the sink."""
+        return self._held is not None
 
     def age_ms(self, now_ms: int) -> int:
         return 0 if self.opened_ms is None else now_ms - self.opened_ms
@@ -339,30 +391,83 @@ class MuxConnection:
         self.last_frame_ms = self.clock.now_ms()
 
     async def _read(self, ws: _Socket) -> None:
+        """Wait for the end of the socket (messages arrive through ``_deliver``), let the
+        messages held for room reach the sink, then report the connection closed."""
         reason: BaseException | None = None
         try:
-            while True:  # ``async for frame in ws``, without decoding text frames
-                try:
-                    frame = await ws.recv(decode=False)
-                except ConnectionClosedOK:
-                    break
-                await self._frame(frame)
-            reason = MuxClosed(f"closed by the exchange (code {ws.close_code})")
-        except ConnectionClosed as exc:
-            reason = MuxClosed(f"connection lost: {exc}")
+            try:
+                await ws.wait_closed()
+            finally:
+                if self._drainer is not None:
+                    await self._drainer
+            closed = ws.protocol.close_exc
+            if self._fault is not None:
+                reason = self._fault
+            elif isinstance(closed, ConnectionClosedOK):
+                reason = MuxClosed(f"closed by the exchange (code {ws.close_code})")
+            else:
+                reason = MuxClosed(f"connection lost: {closed}")
         except asyncio.CancelledError:
             reason = MuxClosed("cancelled")
             raise
-        except Exception as exc:  # a bug must not leave the socket half-alive
-            reason = exc
-            log(logger, logging.ERROR, "stream connection reader failed", connection=self.id,
-                error=repr(exc))
-            with contextlib.suppress(Exception):
-                await ws.close()
         finally:
             self._shutdown(reason)
 
-    async def _frame(self, frame: bytes) -> None:
+    def _deliver(self, data: bytes) -> None:
+        """A data message, from the socket's ``data_received``: handed on now, or queued
+        behind earlier ones waiting for room in the sink."""
+        if self._held is not None:
+            self._held.append(data)
+            return
+        try:
+            if self._frame(data):
+                return
+        except Exception as exc:
+            self._failed(exc)
+            return
+        self._held = deque()  # the sink is full: stop reading until it has room
+        self._reading(False)
+        self._drainer = asyncio.create_task(self._drain(), name=f"mux-{self.id}-drain")
+
+    async def _drain(self) -> None:
+        held = self._held
+        assert held is not None
+        try:
+            while True:
+                await self._sink.room()
+                while held:
+                    if not self._frame(held.popleft()):
+                        break  # full again
+                else:
+                    break
+        except Exception as exc:
+            self._failed(exc)
+            return
+        self._held = None
+        self._reading(True)
+
+    def _reading(self, on: bool) -> None:
+        transport = self._ws.transport if self._ws is not None else None
+        if transport is None or transport.is_closing():
+            return
+        with contextlib.suppress(RuntimeError):  # a transport closing meanwhile
+            if on:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    def _failed(self, exc: BaseException) -> None:
+        """A bug while handing a message on must not leave the socket half-alive."""
+        if self._fault is not None:
+            return
+        self._fault = exc
+        log(logger, logging.ERROR, "stream connection reader failed", connection=self.id,
+            error=repr(exc))
+        if self._ws is not None:
+            self._ws.transport.abort()
+
+    def _frame(self, frame: bytes) -> bool:
+        """Interpret one message; False once the sink is full."""
         started = time.perf_counter()
         now = self.clock.now_ms()
         self.frames += 1
@@ -370,6 +475,7 @@ class MuxConnection:
         if not actions or type(actions[0]) is not ControlReply:  # a reply comes alone
             self.last_frame_ms = now  # control replies prove nothing about the stream
             self.data_frames += 1
+        room = True
         for action in actions:
             if isinstance(action, Publish):
                 account = action.account
@@ -377,7 +483,7 @@ class MuxConnection:
                 self.activity[account.account_id] = now
                 if self._on_receipt is not None:
                     self._on_receipt(envelope, started)
-                await self._submit(envelope)
+                room = self._sink.offer(envelope) and room
                 self.published += 1
             elif isinstance(action, KeyExpired):
                 if self._on_expired is not None:
@@ -386,6 +492,7 @@ class MuxConnection:
                 future = self._replies.pop(action.request_id, None)
                 if future is not None and not future.done():
                     future.set_result(action)
+        return room
 
     def _shutdown(self, reason: BaseException | None) -> None:
         if self._closed.is_set():
@@ -408,3 +515,5 @@ class MuxConnection:
         self._to_unsubscribe.clear()
         if self._writer is not None:
             self._writer.cancel()
+        if self._drainer is not None:
+            self._drainer.cancel()  # done already unless the reader was cancelled

@@ -49,7 +49,7 @@ class ConnectionGroups(StreamsCore):
         self._conn_ids += 1
         opts = self.options
         return MuxConnection(
-            self._conn_ids, self._ws_base_url, self._publisher.submit, self._clock,
+            self._conn_ids, self._ws_base_url, self._publisher, self._clock,
             subscribe_batch=opts.subscribe_batch, control_msgs_per_s=opts.control_msgs_per_s,
             ping_interval_s=opts.ws_ping_interval_s, ping_timeout_s=opts.ws_ping_timeout_s,
             compression=opts.ws_compression,

@@ -2,12 +2,16 @@
 
 * ``submit`` appends to the FIFO and returns at once; it awaits only while ``max_pending``
   envelopes are submitted and not yet on the bus (back-pressure to the socket readers, which
-  then stop reading: the exchange keeps the data in the socket buffers).
+  then stop reading: the exchange keeps the data in the socket buffers). ``offer`` is the
+  same without the wait, for a socket's ``data_received``: it always takes the envelope and
+  returns False when the reader should stop until ``room()``.
 * The flusher (``run``) takes up to ``max_batch`` envelopes from the head of the FIFO per
   ``publish_many`` call and keeps up to ``max_in_flight`` calls in flight. There is no fixed
   wait: an envelope is sent as soon as a call slot is free, and while every slot is busy the
   next batch accumulates, so at a low rate an envelope waits about one round trip, at a high
-  rate the batches grow by themselves.
+  rate the batches grow by themselves. A call is started where the room for it appears (in
+  ``offer``, or when a call is acked), not by waking the flusher task: each loop turn between a
+  socket's bytes and the bus write is a turn in which other sockets' work can run first.
 * **Order per key.** A batch never carries an ordering key (``Envelope.key``) that a batch in
   flight carries: the flusher stops taking envelopes at the first one whose key is in flight
   and waits for that batch. Events of one key therefore reach the bus in submission order
@@ -104,16 +108,31 @@ class BatchPublisher:
 
     async def submit(self, envelope: Envelope) -> None:
         """Enqueue; awaits only while ``max_pending`` envelopes are not yet on the bus."""
-        while self.pending >= self.max_pending:
-            if self._closing:
-                break
-            self._room.clear()
-            await self._room.wait()
+        await self.room()
+        self.offer(envelope)
+
+    def offer(self, envelope: Envelope) -> bool:
+        """Enqueue now, whatever the FIFO holds (``submit`` without the wait, for a caller that
+        cannot await: a socket's ``data_received``). With a call slot free and ``run``
+        running, the batch is started here, not one loop turn later by the flusher. Returns
+        False once ``max_pending`` is reached: the caller stops taking input until ``room()``.
+        Raises ``RuntimeError`` once ``close`` was called."""
         if self._closing:
             raise RuntimeError("publisher is closed")
         self._queue.append(_Item(envelope, envelope.key, self._submitted, self._clock()))
         self._submitted += 1
-        self._wake.set()
+        if self._running:
+            self._dispatch()
+        else:
+            self._wake.set()
+        return self.pending < self.max_pending
+
+    async def room(self) -> None:
+        """Return once fewer than ``max_pending`` envelopes are not yet on the bus (at once
+        after ``close``: ``offer`` then raises)."""
+        while self.pending >= self.max_pending and not self._closing:
+            self._room.clear()
+            await self._room.wait()
 
     def _unacked_floor(self) -> int:
         """The lowest submission number not yet on the bus (``_submitted`` when none)."""
@@ -137,12 +156,7 @@ class BatchPublisher:
         self._stopped.clear()
         try:
             while True:
-                batch = self._take() if len(self._flying) < self.max_in_flight else None
-                if batch:
-                    task = asyncio.create_task(self._send(batch))
-                    self._flying[task] = batch
-                    task.add_done_callback(self._landed)
-                    continue
+                self._dispatch()
                 if self._closing and not self._queue and not self._flying:
                     return
                 self._wake.clear()
@@ -168,6 +182,16 @@ class BatchPublisher:
                         self._done(batch)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Start a ``publish_many`` call per free slot while the FIFO's head can go."""
+        while len(self._flying) < self.max_in_flight:
+            batch = self._take()
+            if not batch:
+                return
+            task = asyncio.create_task(self._send(batch))
+            self._flying[task] = batch
+            task.add_done_callback(self._landed)
 
     def _take(self) -> list[_Item]:
         """Up to ``max_batch`` items from the head, stopping at the first key in flight; their
@@ -221,6 +245,8 @@ class BatchPublisher:
         self.published += len(batch)
         self.batches += 1
         self._progress.set()
+        if self._running:
+            self._dispatch()  # the next batch leaves now, not a loop turn later
         self._wake.set()
         if self.pending < self.max_pending:
             self._room.set()
