@@ -12,7 +12,11 @@ time the readers wait. Measured here on uvloop (the CLI's loop), ``process_time`
   fresh PostgreSQL database, through a session and over the directory's held driver connection;
 - lease round: ``RedisOwnership.round`` of one pod holding all 256 shards (heartbeat, one
   renewal script call for all of them), the renewal through redis-py and over the lean pipe
-  (Redis DB ``--redis-db``, flushed).
+  (Redis DB ``--redis-db``, flushed);
+- messages: one ``MuxConnection`` carrying 200 listenKeys of the simulator, its sink only
+  counting: client CPU per message from the socket to ``offer``, while the simulator paces
+  ``--messages`` events at 1,000/s (each arrives alone: the publish latency case) and while
+  it emits them in bursts of 500 (the ingest case).
 
 Writes bench/results/stream_calls.json; the last stdout line is one JSON object.
 """
@@ -20,6 +24,7 @@ Writes bench/results/stream_calls.json; the last stdout line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -33,12 +38,16 @@ import httpx
 import uvloop
 from streams import Processes, Sim, fresh_database, seed_accounts
 
+from tradewire.bus.base import Envelope
 from tradewire.bus.ownership_redis import RedisOwnership
+from tradewire.clock import SystemClock
 from tradewire.exchange.client import ExchangeClient
 from tradewire.exchange.lean_http import LeanHttp
 from tradewire.store.crypto import SecretBox
 from tradewire.store.db import create_engine_and_sessions
+from tradewire.streams.connection import MuxConnection
 from tradewire.streams.directory import StoreDirectory
+from tradewire.streams.session import AccountRef
 from tradewire.streams.shards_redis import SHARD_LEASES
 from tradewire.trading.clients import ClientPool
 
@@ -67,6 +76,69 @@ async def keepalive(sim: Sim, calls: int) -> dict[str, float]:
                 client.keepalive_listen_key, calls)
         if lean is not None:
             await lean.aclose()
+    return out
+
+
+class Counted:
+    """A connection's sink that counts messages and notes the CPU clock at the first and at
+    the ``target``-th."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.target = 0
+        self.first_cpu = self.last_cpu = 0.0
+        self.reached = asyncio.Event()
+
+    def start(self, target: int) -> None:
+        self.count, self.target = 0, target
+        self.reached.clear()
+
+    def offer(self, envelope: Envelope) -> bool:
+        self.count += 1
+        if self.count == 1:
+            self.first_cpu = time.process_time()
+        if self.count == self.target:
+            self.last_cpu = time.process_time()
+            self.reached.set()
+        return True
+
+    async def room(self) -> None:
+        return None
+
+    @property
+    def cpu_us_per_message(self) -> float:
+        return round((self.last_cpu - self.first_cpu) * 1e6 / (self.target - 1), 1)
+
+
+async def messages(sim: Sim, n: int, keys: int = 200) -> dict[str, float]:
+    """Client CPU per message on one connection: paced (1,000/s) and in bursts of 500. Runs
+    first on its simulator: events go round-robin to every live listenKey, all of them ours."""
+    sink = Counted()
+    conn = MuxConnection(1, "ws" + sim.url[4:], sink, SystemClock(), subscribe_batch=50,
+                         control_msgs_per_s=9)
+    await conn.open()
+    out: dict[str, float] = {}
+    try:
+        confirmed: list[asyncio.Future[None]] = []
+        async with httpx.AsyncClient(timeout=10) as http:
+            for i in range(keys):
+                creds = (await sim.http.post("/sim/accounts", json={})).json()
+                client = ExchangeClient(sim.url, creds["api_key"], creds["api_secret"],
+                                        http=http)
+                key = await client.new_listen_key()
+                confirmed.append(conn.subscribe(key, AccountRef(i + 1, i + 1)))
+        await asyncio.wait_for(asyncio.gather(*confirmed), 60)
+        sink.start(n)
+        await sim.pace(n, 1000)
+        await asyncio.wait_for(sink.reached.wait(), n / 1000 + 30)
+        out["message_cpu_us_paced"] = sink.cpu_us_per_message
+        sink.start(n)
+        for _ in range(0, n, 500):
+            await sim.emit(500)
+        await asyncio.wait_for(sink.reached.wait(), 60)
+        out["message_cpu_us_burst"] = sink.cpu_us_per_message
+    finally:
+        await conn.close()
     return out
 
 
@@ -116,6 +188,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         sim = await Sim.start(procs, "simulator", ip_weight=10_000_000)
         try:
+            figures.update(await messages(sim, args.messages))
             figures.update(await keepalive(sim, args.calls))
             figures.update(await refresh(procs, sim, args.calls, args.accounts))
         finally:
@@ -131,6 +204,7 @@ if __name__ == "__main__":
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--accounts", type=int, default=5000)
+    parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--redis-db", type=int, default=2, help="flushed (scratch)")
     result = uvloop.run(main(parser.parse_args()))
     for key, value in result.items():

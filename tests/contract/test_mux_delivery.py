@@ -10,7 +10,9 @@ server does both exactly."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +23,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from tradewire.bus.base import Envelope
 from tradewire.clock import SystemClock
-from tradewire.streams.connection import MuxClosed, MuxConnection
+from tradewire.streams.connection import MAX_MESSAGE, MuxClosed, MuxConnection
 from tradewire.streams.session import AccountRef
 
 pytestmark = pytest.mark.timeout(30)
@@ -188,3 +190,160 @@ async def test_the_end_of_the_socket_is_reported_after_its_messages(
         assert sink.times == list(range(1, 51))
     else:  # bytes in flight at the abort may be lost: what arrived is in order
         assert sink.times == list(range(1, len(sink.times) + 1))
+
+
+# --- the frame split, against a raw server that chooses every byte and every write -----------
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, 1.3
+
+
+def server_frame(payload: bytes, opcode: int = 0x1, *, fin: bool = True,
+                 mask: bytes | None = None) -> bytes:
+    """A frame as a server sends it (unmasked unless ``mask``: a server must not mask)."""
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    masked = 0x80 if mask else 0
+    if n < 126:
+        head = bytes([first, masked | n])
+    elif n < 65536:
+        head = bytes([first, masked | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([first, masked | 127]) + n.to_bytes(8, "big")
+    if mask:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        head += mask
+    return head + payload
+
+
+async def read_client_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """(opcode, payload) of one masked client frame."""
+    first, second = await reader.readexactly(2)
+    n = second & 0x7F
+    if n == 126:
+        n = int.from_bytes(await reader.readexactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(await reader.readexactly(8), "big")
+    key = await reader.readexactly(4)
+    data = await reader.readexactly(n)
+    return first & 0x0F, bytes(b ^ key[i % 4] for i, b in enumerate(data))
+
+
+RawScript = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_exchange(script: RawScript) -> AsyncIterator[str]:
+    """A TCP server that upgrades by hand and hands ``script`` the socket and the 101 response
+    (unsent: the script decides how it leaves, e.g. with the first frames in one write)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))
+        accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+        response = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        try:
+            await script(reader, writer, response)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def confirm_subscribe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    opcode, payload = await read_client_frame(reader)
+    assert opcode == 0x1 and json.loads(payload)["method"] == "SUBSCRIBE"
+    reply = json.dumps({"result": None, "id": json.loads(payload)["id"]}).encode()
+    writer.write(server_frame(reply))
+
+
+async def test_frames_cut_anywhere_and_glued_together_arrive_whole_and_in_order() -> None:
+    """The split must not care how the bytes are cut: the 101 response arrives in two writes
+    with its blank line cut in half and a server ping glued to its end; then messages of the
+    three length forms (7-bit, 16-bit, 64-bit) and another ping, written one byte at a time,
+    then more glued in one write. Every message arrives once, whole, in order; each ping is
+    answered with a pong carrying its data; a close ends it with its code."""
+    pings: list[bytes] = []
+    big = "x" * 70_000  # over 65,535 bytes: the 64-bit length form
+
+    def message(n: int, pad: str = "") -> bytes:
+        body = json.loads(frame(n))
+        body["data"]["pad"] = pad
+        return server_frame(json.dumps(body).encode())
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     response: bytes) -> None:
+        writer.write(response[:-3])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(response[-3:] + server_frame(b"early", 0x9))  # "\n\r\n" + a ping
+        await writer.drain()
+        opcode, payload = await read_client_frame(reader)
+        pings.append(payload if opcode == 0xA else b"not a pong")
+        opcode, payload = await read_client_frame(reader)
+        reply = json.dumps({"result": None, "id": json.loads(payload)["id"]}).encode()
+        stream = (server_frame(reply) + message(1) + message(2, "y" * 300)
+                  + server_frame(b"are you there", 0x9) + message(3, big))
+        for i in range(len(stream)):  # one byte per write
+            writer.write(stream[i:i + 1])
+            if i % 7 == 0:
+                await writer.drain()
+                await asyncio.sleep(0)
+        opcode, payload = await read_client_frame(reader)
+        pings.append(payload if opcode == 0xA else b"not a pong")
+        writer.write(message(4) + message(5, big) + message(6)
+                     + server_frame((1000).to_bytes(2, "big"), 0x8))
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await read_client_frame(reader)  # the client's close reply
+
+    sink = Sink()
+    async with raw_exchange(script) as url:
+        conn = await connected(url, sink)
+        await asyncio.wait_for(conn.wait_closed(), 10)
+    assert sink.times == [1, 2, 3, 4, 5, 6]
+    assert sink.envelopes[2].event["pad"] == big and sink.envelopes[1].event["pad"] == "y" * 300
+    assert pings == [b"early", b"are you there"] and conn.pings == 2
+    assert "closed by the exchange (code 1000)" in str(conn.close_reason)
+
+
+@pytest.mark.parametrize(("bad", "code"), [
+    (server_frame(b'{"e":"x"}', mask=b"abcd"), 1002),  # a server must not mask
+    (bytes([0x81, 127]) + (MAX_MESSAGE + 1).to_bytes(8, "big"), 1009),  # announced too long
+    (server_frame(b"more", 0x0), 1002),  # a continuation with nothing to continue
+])
+async def test_a_frame_that_breaks_the_rules_closes_the_socket_with_its_code(
+    bad: bytes, code: int
+) -> None:
+    """Frames the split does not take go to websockets' protocol layer, which refuses them as
+    before: the socket closes with the code (sent to the exchange) and nothing is offered
+    from that frame on; what came before it was offered."""
+    closes: list[int] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     response: bytes) -> None:
+        writer.write(response)
+        await confirm_subscribe(reader, writer)
+        writer.write(server_frame(frame(1).encode()) + bad + server_frame(frame(2).encode()))
+        await writer.drain()
+        opcode, payload = await read_client_frame(reader)
+        if opcode == 0x8:
+            closes.append(int.from_bytes(payload[:2], "big"))
+
+    sink = Sink()
+    async with raw_exchange(script) as url:
+        conn = await connected(url, sink)
+        await asyncio.wait_for(conn.wait_closed(), 10)
+    assert sink.times == [1]
+    assert closes == [code]
+    assert isinstance(conn.close_reason, MuxClosed)
+    assert "connection lost" in str(conn.close_reason)
