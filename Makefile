@@ -53,8 +53,9 @@ bench-bus: $(STAMP)
 bench-streams: $(STAMP)
 	$(BIN)/python bench/streams.py
 
-## bench-stream-calls: client CPU of a streams pod's steady calls on its event loop: the
-## keepalive PUT (httpx vs LeanHttp) and the listing digest (session vs held connection)
+## bench-stream-calls: client CPU of a streams pod's work on its event loop: one socket's
+## messages (paced and in bursts), the keepalive PUT (httpx vs LeanHttp), the listing digest
+## (session vs held connection), a 256-shard lease round (redis-py vs the lean pipe)
 bench-stream-calls: $(STAMP)
 	$(BIN)/python bench/stream_calls.py
 

@@ -41,7 +41,7 @@ def frame(n: int, key: str = KEY) -> str:
 
 
 @contextlib.asynccontextmanager
-async def exchange(script: Script) -> AsyncIterator[str]:
+async def exchange(script: Script, compression: str | None = None) -> AsyncIterator[str]:
     """A ``/private/stream`` server that confirms every SUBSCRIBE, then runs ``script`` on the
     socket; yields its base URL."""
 
@@ -53,7 +53,7 @@ async def exchange(script: Script) -> AsyncIterator[str]:
         with contextlib.suppress(Exception):
             await ws.wait_closed()
 
-    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+    async with serve(handler, "127.0.0.1", 0, compression=compression) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         yield f"ws://127.0.0.1:{port}"
 
@@ -82,8 +82,9 @@ class Sink:
         return [int(e.event["E"]) for e in self.envelopes]
 
 
-async def connected(base_url: str, sink: Any) -> MuxConnection:
-    conn = MuxConnection(1, base_url, sink, SystemClock(), ping_interval_s=None)
+async def connected(base_url: str, sink: Any, *, compression: bool = False) -> MuxConnection:
+    conn = MuxConnection(1, base_url, sink, SystemClock(), ping_interval_s=None,
+                         compression=compression)
     await conn.open()
     await conn.subscribe(KEY, ACCOUNT)
     return conn
@@ -136,6 +137,24 @@ async def test_a_fragmented_message_is_one_event() -> None:
             await until(lambda: len(sink.envelopes) == 3)
             assert sink.times == [1, 2, 3]
             assert sink.envelopes[1].event == json.loads(whole)["data"]
+        finally:
+            await conn.close()
+
+
+async def test_compressed_messages_are_read_by_websockets_and_arrive_in_order() -> None:
+    """With permessage-deflate (``ws_compression``) every data frame carries RSV1: the split
+    hands each to websockets, which inflates it; the messages arrive whole and in order."""
+
+    async def script(ws: ServerConnection) -> None:
+        for n in range(1, 201):
+            await ws.send(frame(n))
+
+    sink = Sink()
+    async with exchange(script, compression="deflate") as url:
+        conn = await connected(url, sink, compression=True)
+        try:
+            await until(lambda: len(sink.envelopes) == 200)
+            assert sink.times == list(range(1, 201))
         finally:
             await conn.close()
 
