@@ -177,6 +177,31 @@ async def test_offer_takes_at_once_says_when_full_and_room_waits_for_an_ack(
     assert publisher.published == 201
 
 
+async def test_what_arrives_while_a_call_is_in_flight_leaves_together_at_the_turn_end(
+    bus: EmbeddedBus,
+) -> None:
+    """A call in flight and free slots: the envelopes offered in one loop turn (a socket
+    backlog after the process was descheduled) go as one call at the end of the turn, not as
+    one call each; the first one, offered with nothing in flight, went at once."""
+    gated = Gated(bus)
+    gated.gate.clear()
+    publisher = BatchPublisher(gated, max_in_flight=4)
+    task = asyncio.create_task(publisher.run())
+    await settle()
+    publisher.offer(envelope(0, account_id=0))
+    for seq in range(1, 6):
+        publisher.offer(envelope(seq, account_id=seq))
+    await asyncio.sleep(0)
+    assert gated.calls == [1]  # the first call began; the backlog waits for the turn's end
+    await settle()
+    assert gated.calls == [1, 5]
+    gated.gate.set()
+    await publisher.flush()
+    assert publisher.published == 6 and publisher.batches == 2
+    await publisher.close()
+    await task
+
+
 async def test_flush_waits_for_queued_and_in_flight_envelopes(
     running: tuple[BatchPublisher, Gated], bus: EmbeddedBus
 ) -> None:
@@ -351,15 +376,14 @@ async def test_a_failed_call_keeps_its_keys_order_while_other_keys_flow(
     for seq, account in enumerate((2, 2, 1, 2, 1), start=1):
         await publisher.submit(envelope(seq, account_id=account))
     await settle()
-    # envelope 1 left at once in the free slot; account 2's next (2) waits for that call
-    assert calls.open_calls() == [0, 1] and calls.seqs(1) == [1]
+    assert calls.open_calls() == [0, 1] and calls.seqs(1) == [1, 2]  # stops before account 1
     calls.fail(0)
     await settle()
     calls.ok(1)
     await settle()
-    # the retry of call 0 is in flight; the acked call's slot took the head (2, account 2) and
-    # stopped before account 1's next envelope (3), which waits for the retry
-    assert calls.open_calls() == [2, 3] and calls.seqs(2) == [0] and calls.seqs(3) == [2]
+    # the retry of call 0 is in flight; account 1's next envelope (3) waits for it, and
+    # account 2's (4) behind it
+    assert calls.open_calls() == [2] and calls.seqs(2) == [0]
     calls.ok(2)
     await settle()
     while open_ := calls.open_calls():

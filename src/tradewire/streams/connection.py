@@ -292,6 +292,8 @@ class MuxConnection:
         )
         assert isinstance(ws, _Socket)
         self._ws = ws
+        if self._fault is not None:  # a message glued to the handshake failed
+            ws.transport.abort()
         self.opened_ms = self.last_frame_ms = self.clock.now_ms()
         self._reader = asyncio.create_task(self._read(ws), name=f"mux-{self.id}-reader")
         self._writer = asyncio.create_task(self._write(), name=f"mux-{self.id}-writer")
@@ -493,11 +495,9 @@ class MuxConnection:
         messages held for room reach the sink, then report the connection closed."""
         reason: BaseException | None = None
         try:
-            try:
-                await ws.wait_closed()
-            finally:
-                if self._drainer is not None:
-                    await self._drainer
+            await ws.wait_closed()
+            if self._drainer is not None:
+                await self._drainer  # cancelled by ``_shutdown`` if ``close`` stops waiting
             closed = ws.protocol.close_exc
             if self._fault is not None:
                 reason = self._fault

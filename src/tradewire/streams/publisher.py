@@ -10,8 +10,9 @@
   wait: an envelope is sent as soon as a call slot is free, and while every slot is busy the
   next batch accumulates, so at a low rate an envelope waits about one round trip, at a high
   rate the batches grow by themselves. A call is started where the room for it appears (in
-  ``offer``, or when a call is acked), not by waking the flusher task: each loop turn between a
-  socket's bytes and the bus write is a turn in which other sockets' work can run first.
+  ``offer`` when none is in flight, at the end of the loop turn of an ``offer`` otherwise, or
+  when a call is acked), not by waking the flusher task: each loop turn between a socket's
+  bytes and the bus write is a turn in which other sockets' work can run first.
 * **Order per key.** A batch never carries an ordering key (``Envelope.key``) that a batch in
   flight carries: the flusher stops taking envelopes at the first one whose key is in flight
   and waits for that batch. Events of one key therefore reach the bus in submission order
@@ -95,6 +96,7 @@ class BatchPublisher:
         self._submitted = 0
         self._closing = False
         self._running = False
+        self._kicked = False  # a dispatch is scheduled for the end of this loop turn
         self._stopped = asyncio.Event()
         self._sending = asyncio.Lock()  # close() without run(): one batch at a time
         self.published = 0
@@ -113,19 +115,29 @@ class BatchPublisher:
 
     def offer(self, envelope: Envelope) -> bool:
         """Enqueue now, whatever the FIFO holds (``submit`` without the wait, for a caller that
-        cannot await: a socket's ``data_received``). With a call slot free and ``run``
-        running, the batch is started here, not one loop turn later by the flusher. Returns
-        False once ``max_pending`` is reached: the caller stops taking input until ``room()``.
+        cannot await: a socket's ``data_received``). With ``run`` running and no call in
+        flight, the call starts here; with calls in flight, what is offered in this loop turn
+        leaves together at its end (one call, one write, for the envelopes that piled up in
+        the sockets while the process was not running — not one call each). Returns False
+        once ``max_pending`` is reached: the caller stops taking input until ``room()``.
         Raises ``RuntimeError`` once ``close`` was called."""
         if self._closing:
             raise RuntimeError("publisher is closed")
         self._queue.append(_Item(envelope, envelope.key, self._submitted, self._clock()))
         self._submitted += 1
+        if not self._running:
+            self._wake.set()
+        elif not self._flying:
+            self._dispatch()
+        elif not self._kicked:
+            self._kicked = True
+            asyncio.get_running_loop().call_soon(self._kick)
+        return self.pending < self.max_pending
+
+    def _kick(self) -> None:
+        self._kicked = False
         if self._running:
             self._dispatch()
-        else:
-            self._wake.set()
-        return self.pending < self.max_pending
 
     async def room(self) -> None:
         """Return once fewer than ``max_pending`` envelopes are not yet on the bus (at once
