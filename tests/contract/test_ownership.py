@@ -273,8 +273,11 @@ async def test_per_key_order_holds_across_a_takeover(url: str, mode: str) -> Non
     """A processes a key's events, then stops renewing (``stall``: its consumer keeps running;
     ``crash``: it is also dropped without acking). B takes over; the key's events are applied
     in publish order (duplicates, deduplicated by event id as the database does, allowed) and
-    never by both consumers at the same time."""
-    total = 60
+    never by both consumers at the same time. A stalled A keeps handling until its local
+    lease deadline (up to 0.9 x ``TTL_S`` after its last renewal, ~50 events of 10 ms): the
+    events left after the kill must outlast that, or A applies them all and B has nothing new
+    to apply (1 run in ~30 with 60 events)."""
+    total = 150
     bus_a, bus_b = RedisStreamsBus(url, P), RedisStreamsBus(url, P)
     applied: list[int] = []
     by: dict[str, int] = {"a": 0, "b": 0}
