@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from tests.raw_tcp import Handler, tcp_server
 
 from tradewire.clock import SystemClock
 from tradewire.errors import ExchangeUnavailable, ListenKeyInvalid, UnknownOutcome
@@ -22,7 +23,6 @@ from tradewire.exchange.client import ExchangeClient
 from tradewire.exchange.lean_http import MAX_BODY, LeanHttp
 from tradewire.simulator import Engine, SimulatorServer
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
 
 
@@ -31,22 +31,8 @@ async def raw_server(handler: Handler) -> AsyncIterator[tuple[str, list[bytes]]]
     """A TCP server on a free port running ``handler`` per connection; yields its base URL and
     the request heads it read (handlers append them)."""
     heads: list[bytes] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await handler(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with tcp_server(handler) as port:
         yield f"http://127.0.0.1:{port}", heads
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def read_head(reader: asyncio.StreamReader, heads: list[bytes]) -> bytes:

@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from tests.polling import until
+from tests.raw_tcp import tcp_server
 from websockets.asyncio.server import ServerConnection, serve
 
 from tradewire.bus.base import Envelope
@@ -88,12 +90,6 @@ async def connected(base_url: str, sink: Any, *, compression: bool = False) -> M
     await conn.open()
     await conn.subscribe(KEY, ACCOUNT)
     return conn
-
-
-async def until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not check():
-            await asyncio.sleep(0.01)
 
 
 async def test_a_full_sink_stops_the_reading_and_nothing_is_lost_or_reordered() -> None:
@@ -255,27 +251,17 @@ async def raw_exchange(script: RawScript) -> AsyncIterator[str]:
     """A TCP server that upgrades by hand and hands ``script`` the socket and the 101 response
     (unsent: the script decides how it leaves, e.g. with the first frames in one write)."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
                    if line.lower().startswith(b"sec-websocket-key:"))
         accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
         response = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-        try:
-            await script(reader, writer, response)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+        await script(reader, writer, response)
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with tcp_server(upgrade) as port:
         yield f"ws://127.0.0.1:{port}"
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def confirm_subscribe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -185,7 +185,7 @@ class _Socket(ClientConnection):
     def _hand_over(self, rest: bytes | bytearray) -> None:
         """websockets reads the rest of the stream itself, from a frame boundary."""
         self._splitting = False
-        pending = bytes(self._buffer if rest is self._buffer else rest)
+        pending = bytes(rest)  # a copy: ``rest`` may be the buffer dropped next
         self._buffer = bytearray()
         if pending:
             super().data_received(pending)
