@@ -126,3 +126,34 @@ async def test_bench_pace_spreads_events_evenly_at_the_rate() -> None:
         for body in ({"count": 5}, {"count": 5, "rate": 0}, {"count": -1, "rate": 10},
                      {"count": "5", "rate": 10}):
             assert (await admin.post("/sim/bench/pace", json=body)).status_code == 400
+
+
+def test_bench_pace_wakes_about_once_per_event_on_uvloop() -> None:
+    """On uvloop (the CLI's loop: a clock in millisecond steps, and waits under half a
+    millisecond run as ``call_soon``), 300 events at 1,000/s take about one wake-up each. The
+    pacer once counted an event due at exactly the clock's reading as not yet due and spun
+    until the next millisecond: hundreds of wake-ups per event, up to a whole CPU core taken
+    from the processes a benchmark measures."""
+    import asyncio
+
+    import uvloop
+    from websockets.asyncio.client import connect
+
+    from tradewire.simulator import SimulatorServer
+
+    async def scenario() -> dict[str, float]:
+        async with SimulatorServer() as sim, httpx.AsyncClient(base_url=sim.base_url) as admin:
+            api_key = (await admin.post("/sim/accounts", json={})).json()["api_key"]
+            answer = await admin.post("/fapi/v1/listenKey", headers={"X-MBX-APIKEY": api_key})
+            listen_key = answer.json()["listenKey"]
+            async with connect(f"{sim.ws_url}/private/stream?listenKey={listen_key}") as ws:
+                await admin.post("/sim/bench/pace", json={"count": 300, "rate": 1000})
+                for _ in range(300):
+                    await ws.recv()
+            status: dict[str, float] = (await admin.get("/sim/bench/pace")).json()
+            return status
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        status = runner.run(scenario())
+    assert status["emitted"] == 300
+    assert status["turns"] <= 360, status  # spinning: tens of thousands

@@ -11,9 +11,16 @@ per event costs more than the event), so the simulator does it on its own event 
   start; each loop turn emits whatever is due (one at a time when on schedule) and sends it to
   the sockets at once. 409 while a paced run is going; ``rate`` 1..100,000.
 - ``GET /sim/bench/pace`` -> ``{"running", "scheduled", "emitted", "rate", "late_max_ms",
-  "elapsed_s"}``: progress; ``late_max_ms`` is the most an emission ran behind its due time
-  (the simulator's own loop being busy), so a benchmark can tell a late source from a slow
+  "elapsed_s", "turns"}``: progress; ``late_max_ms`` is the most an emission ran behind its due
+  time (the simulator's own loop being busy), so a benchmark can tell a late source from a slow
   client. ``emitted`` stays below ``scheduled`` when nobody listens (nothing to emit to).
+  ``turns``: wake-ups of the pacer (about one per event at rates up to 1,000/s).
+
+The due count allows for float rounding: uvloop's clock has millisecond steps, so the clock
+reads exactly an event's due time, and ``(now - start) * rate`` can come out as 4.9999999 for
+the fifth event. Counted down to 4, the event was "not due" while the time left to wait was
+~0, which uvloop runs as ``call_soon``: the pacer spun until the next millisecond, up to a
+whole CPU core at 1,000 events/s — taken from the processes the benchmark measures.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from tradewire.simulator.handlers import MAX_EMIT
 from tradewire.simulator.runtime import Runtime
 
 MAX_RATE = 100_000
+_ROUNDING = 1e-6  # of an event: float error in ``(now - start) * rate``, not a real lead
 
 
 class Pacer:
@@ -45,6 +53,7 @@ class Pacer:
         self.rate = 0.0
         self.late_max_s = 0.0
         self.started = self.ended = 0.0
+        self.turns = 0
 
     @property
     def running(self) -> bool:
@@ -58,6 +67,7 @@ class Pacer:
         if not 1 <= rate <= MAX_RATE:
             raise ValueError(f"rate must be 1..{MAX_RATE}")
         self.scheduled, self.rate, self.emitted, self.late_max_s = count, rate, 0, 0.0
+        self.turns = 0
         loop = asyncio.get_running_loop()
         self.started = self.ended = loop.time()
         self.task = loop.create_task(self._run(loop))
@@ -66,9 +76,11 @@ class Pacer:
         engine, rate = self.rt.engine, self.rate
         try:
             while self.emitted < self.scheduled:
+                self.turns += 1
                 now = loop.time()
                 # events whose due time (k / rate after the start) has come, k = emitted
-                due = min(self.scheduled, int((now - self.started) * rate) + 1) - self.emitted
+                due = min(self.scheduled,
+                          int((now - self.started) * rate + _ROUNDING) + 1) - self.emitted
                 if due > 0:
                     self.late_max_s = max(
                         self.late_max_s, now - (self.started + self.emitted / rate))
@@ -86,7 +98,7 @@ class Pacer:
         end = asyncio.get_running_loop().time() if self.running else self.ended
         return {"running": self.running, "scheduled": self.scheduled, "emitted": self.emitted,
                 "rate": self.rate, "late_max_ms": round(self.late_max_s * 1000, 3),
-                "elapsed_s": round(end - self.started, 3)}
+                "elapsed_s": round(end - self.started, 3), "turns": self.turns}
 
     async def close(self) -> None:
         if self.task is not None:
