@@ -28,15 +28,16 @@ Metrics (``_total`` is added to counters by the exposition):
   ``tradewire_stream_listenkey_posts_total``, ``tradewire_stream_reconciliations_total{outcome}``,
   ``tradewire_stream_synthetic_events_total``; and the histogram
   ``tradewire_stream_publish_seconds`` (socket receipt -> bus ack, 0.1 ms .. 1 s buckets),
-  recorded by ``PublishTimer`` around the ``BatchPublisher``'s ``publish_many``, which also
-  counts ``tradewire_events_published_total``.
+  recorded by ``PublishTimer`` around the ``BatchPublisher``'s ``publish_many`` and
+  ``start_publish`` (where the bus has it), which also counts ``tradewire_events_published_total``.
 
 Wiring guide for the lead:
 ``config.py``: ``metrics_port: int = 0`` (0 = no server) and ``metrics_host: str = "127.0.0.1"``.
 ``cli/roles.py``: ``worker`` -> ``handler = metrics.instrument_handler(processor.handle)``,
 ``consumer = Consumer.from_settings(rt.bus, handler, ...)``, ``metrics.watch_consumer(consumer)``;
 ``streams_manager`` -> ``timer = metrics.PublishTimer()``,
-``BatchPublisher(timer.wrap(rt.bus.publish_many))`` and ``StreamsManager(..., timer=timer)``
+``BatchPublisher(timer.wrap(rt.bus.publish_many), start=timer.wrap_start(...))`` and
+``StreamsManager(..., timer=timer)``
 (done: the socket reader notes each envelope's receipt time).
 ``cli/commands.py``: in ``worker``/``streams``/``notifier`` call
 ``metrics.start_metrics_server(settings.metrics_port, settings.metrics_host)`` after
@@ -361,6 +362,7 @@ def instrument_publish(
 
 
 PublishMany = Callable[[Sequence[Envelope]], Awaitable[T]]
+StartMany = Callable[[Sequence[Envelope], Callable[[BaseException | None], None]], bool]
 
 
 def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
@@ -401,15 +403,31 @@ class PublishTimer:
     def wrap(self, publish_many: PublishMany[T]) -> PublishMany[T]:
         async def timed(envelopes: Sequence[Envelope]) -> T:
             result = await publish_many(envelopes)
-            now = time.perf_counter()
-            pop = self._started.pop
-            latencies = [now - started for envelope in envelopes
-                         if (started := pop(id(envelope), None)) is not None]
-            observe_many(STREAM_PUBLISH_SECONDS, [max(0.0, s) for s in latencies])
-            PUBLISHED.inc(len(envelopes))
+            self._acked(envelopes)
             return result
 
         return timed
+
+    def wrap_start(self, start: StartMany) -> StartMany:
+        """The same for a ``PublishStarter.start_publish``: observed when it reports success."""
+        def timed(envelopes: Sequence[Envelope],
+                  on_done: Callable[[BaseException | None], None]) -> bool:
+            def landed(error: BaseException | None) -> None:
+                if error is None:
+                    self._acked(envelopes)
+                on_done(error)
+
+            return start(envelopes, landed)
+
+        return timed
+
+    def _acked(self, envelopes: Sequence[Envelope]) -> None:
+        now = time.perf_counter()
+        pop = self._started.pop
+        latencies = [now - started for envelope in envelopes
+                     if (started := pop(id(envelope), None)) is not None]
+        observe_many(STREAM_PUBLISH_SECONDS, [max(0.0, s) for s in latencies])
+        PUBLISHED.inc(len(envelopes))
 
 
 # -- exposition ----------------------------------------------------------------------------------

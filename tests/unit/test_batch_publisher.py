@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
@@ -439,3 +439,167 @@ async def test_a_cancelled_run_puts_calls_in_flight_back_in_order(bus: EmbeddedB
             calls.ok(n)
     assert [calls.seqs(n) for n in range(2, len(calls.calls))] == [[0, 1, 2]]  # one batch
     assert by_key(await on_bus(bus)) == {0: [0, 2], 1: [1]}
+
+
+class Starter:
+    """A ``PublishStarter.start_publish``: takes each batch at once (unless ``accept`` is
+    False: then it declines and the publisher awaits ``publish_many``) and reports when the
+    test says: ``await ok(n)`` puts call ``n``'s envelopes on the bus and reports success,
+    ``fail(n)`` reports an error."""
+
+    def __init__(self, bus: EmbeddedBus) -> None:
+        self.bus = bus
+        self.accept = True
+        self.calls: list[tuple[list[Envelope], Callable[[BaseException | None], None]]] = []
+        self.declined = 0
+
+    def __call__(self, envelopes: Sequence[Envelope],
+                 on_done: Callable[[BaseException | None], None]) -> bool:
+        if not self.accept:
+            self.declined += 1
+            return False
+        self.calls.append((list(envelopes), on_done))
+        return True
+
+    def seqs(self, n: int) -> list[int]:
+        return [e.event["seq"] for e in self.calls[n][0]]
+
+    async def ok(self, n: int) -> None:
+        await self.bus.publish_many(self.calls[n][0])
+        self.calls[n][1](None)
+
+    def fail(self, n: int) -> None:
+        self.calls[n][1](ConnectionError("Redis connection lost"))
+
+
+async def test_a_started_call_is_written_in_the_offer_itself_and_acked_by_its_report(
+    bus: EmbeddedBus,
+) -> None:
+    """With ``start``, the batch is handed to the bus inside ``offer`` (no task, no loop turn)
+    and the report of success is the ack: counted, observed, the next batch started at once
+    from inside the report. ``publish_many`` is not called."""
+    calls, start = PerCall(bus), Starter(bus)
+    observed: list[float] = []
+    publisher = BatchPublisher(calls, start=start, observe=observed.append, max_in_flight=1)
+    task = asyncio.create_task(publisher.run())
+    await settle()
+    publisher.offer(envelope(0))
+    assert [start.seqs(n) for n in range(len(start.calls))] == [[0]]  # before any await
+    publisher.offer(envelope(1))
+    publisher.offer(envelope(2))
+    assert len(start.calls) == 1  # one call in flight (max_in_flight=1): the rest queue
+    await start.ok(0)
+    assert start.seqs(1) == [1, 2]  # started inside the report of call 0
+    assert publisher.published == 1 and len(observed) == 1
+    await start.ok(1)
+    await publisher.flush()
+    assert publisher.published == 3 and publisher.batches == 2 and calls.calls == []
+    assert await consumed(bus) == [0, 1, 2]
+    await publisher.close()
+    await task
+
+
+async def test_a_declined_start_falls_back_to_publish_many(bus: EmbeddedBus) -> None:
+    """``start`` returning False (the bus is not connected yet) costs nothing: the same batch
+    goes through an awaited ``publish_many`` call."""
+    start = Starter(bus)
+    start.accept = False
+    gated = Gated(bus)
+    publisher = BatchPublisher(gated, start=start)
+    task = asyncio.create_task(publisher.run())
+    for seq in range(3):
+        publisher.offer(envelope(seq))
+    await publisher.flush()
+    assert start.declined >= 1 and start.calls == [] and sum(gated.calls) == 3
+    assert await consumed(bus) == [0, 1, 2]
+    await publisher.close()
+    await task
+
+
+async def test_a_started_call_that_fails_is_retried_and_its_key_waits_for_it(
+    bus: EmbeddedBus,
+) -> None:
+    """A started call reported failed is logged, counted, and retried (same envelopes, through
+    ``publish_many``, after ``retry_initial_s``); until it lands, nothing of its accounts
+    overtakes it, while other accounts' calls go on."""
+    calls, start = PerCall(bus), Starter(bus)
+    slept: list[float] = []
+
+    async def at_once(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(0)
+
+    publisher = BatchPublisher(calls, start=start, max_in_flight=2, sleep=at_once,
+                               retry_initial_s=0.25)
+    task = asyncio.create_task(publisher.run())
+    await settle()
+    publisher.offer(envelope(0, account_id=1))
+    publisher.offer(envelope(1, account_id=2))  # the turn's end: a second started call
+    await settle()
+    assert [start.seqs(0), start.seqs(1)] == [[0], [1]]
+    start.fail(0)
+    publisher.offer(envelope(2, account_id=1))
+    publisher.offer(envelope(3, account_id=2))
+    await settle()
+    assert slept == [0.25] and calls.open_calls() == [0] and calls.seqs(0) == [0]
+    assert len(start.calls) == 2  # account 1's envelope 2 waits; 3 waits behind it (FIFO)
+    await start.ok(1)
+    calls.ok(0)
+    await settle()
+    for n in range(2, len(start.calls)):
+        await start.ok(n)
+    await publisher.flush()
+    assert by_key(await on_bus(bus)) == {1: [0, 2], 2: [1, 3]}
+    assert publisher.failures == 1 and publisher.published == 4
+    await publisher.close()
+    await task
+
+
+async def test_a_cancelled_run_gives_started_calls_back_and_ignores_their_late_report(
+    bus: EmbeddedBus,
+) -> None:
+    """A started call cannot be taken back; when ``run`` is cancelled its envelopes go back to
+    the head of the FIFO all the same (sent again by ``close``: at least once), and its report,
+    arriving later, changes nothing."""
+    calls, start = PerCall(bus), Starter(bus)
+    publisher = BatchPublisher(calls, start=start)
+    task = asyncio.create_task(publisher.run())
+    await settle()
+    publisher.offer(envelope(0))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert publisher.pending == 1
+    start.calls[0][1](None)  # the late report of the given-back call
+    assert publisher.published == 0 and publisher.pending == 1
+    closing = asyncio.create_task(publisher.close())
+    while not closing.done():
+        await settle()
+        for n in calls.open_calls():
+            calls.ok(n)
+    assert calls.seqs(0) == [0] and publisher.published == 1
+
+
+async def test_a_start_that_raises_is_a_failed_call_retried_through_publish_many(
+    bus: EmbeddedBus, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A ``start`` that raises (a bug, an envelope that cannot be encoded) does not escape into
+    the socket's ``offer``, and the batch is not stuck: it counts as a failed call, logged,
+    and goes again through ``publish_many`` after ``retry_initial_s``."""
+    def broken(envelopes: Sequence[Envelope],
+               on_done: Callable[[BaseException | None], None]) -> bool:
+        raise ValueError("cannot encode")
+
+    gated = Gated(bus)
+    publisher = BatchPublisher(gated, start=broken, retry_initial_s=0.001)
+    task = asyncio.create_task(publisher.run())
+    await settle()
+    with caplog.at_level(logging.WARNING, logger="tradewire.streams.publisher"):
+        assert publisher.offer(envelope(0)) is True
+        await publisher.flush()
+    assert publisher.failures == 1 and gated.calls == [1]
+    [record] = [r for r in caplog.records if "publishing a batch failed" in r.getMessage()]
+    assert "cannot encode" in record.__dict__["fields"]["error"]
+    assert await consumed(bus) == [0]
+    await publisher.close()
+    await task

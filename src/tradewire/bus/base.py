@@ -12,7 +12,7 @@ import json
 import zlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -168,6 +168,19 @@ class PartitionDepth:
 
     lag: int
     pending: int
+
+
+@runtime_checkable
+class PublishStarter(Protocol):
+    """A backend that can start ``publish_many`` without awaiting (the Redis bus on its lean
+    connection). ``start_publish`` writes the batch now and returns True, and calls
+    ``on_done(None)`` once it is stored or ``on_done(error)`` if it may not be, later and never
+    from inside the call; or returns False, having done nothing (not connected yet, say): the
+    caller then awaits ``publish_many``. The streams publisher uses it so a message's bytes
+    leave in the loop turn they arrived in."""
+
+    def start_publish(self, envelopes: Sequence[Envelope],
+                      on_done: Callable[[BaseException | None], None]) -> bool: ...
 
 
 class Bus(Protocol):

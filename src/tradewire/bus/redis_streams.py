@@ -40,7 +40,7 @@ import itertools
 import json
 import re
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tradewire import names
@@ -188,15 +188,12 @@ class RedisStreamsBus:
         if not envelopes:
             return []
         await self._ensure()
+        if self._pipe is not None:
+            replies = await self._pipe.call(*self._publish_scripts(envelopes))
+            return [entry_id for reply in replies for entry_id in _text(reply).split(" ")]
         streams, partitions = self._streams, self.partitions
         keys = [streams[partition_for(env.key, partitions)] for env in envelopes]
         bodies = [env.encode() for env in envelopes]
-        if self._pipe is not None:
-            replies = await self._pipe.call(*[
-                ("EVAL", _PUBLISH_MANY_LUA, len(keys[i:i + _PUBLISH_CHUNK]),
-                 *keys[i:i + _PUBLISH_CHUNK], *bodies[i:i + _PUBLISH_CHUNK])
-                for i in range(0, len(keys), _PUBLISH_CHUNK)])
-            return [entry_id for reply in replies for entry_id in _text(reply).split(" ")]
         if len(keys) <= _PUBLISH_CHUNK:
             return _text(await self._publish_many(keys=keys, args=bodies)).split(" ")
         from redis.exceptions import NoScriptError
@@ -207,6 +204,31 @@ class RedisStreamsBus:
             await self._redis.script_load(_PUBLISH_MANY_LUA)
             replies = await self._publish_chunks(keys, bodies)
         return [entry_id for reply in replies for entry_id in _text(reply).split(" ")]
+
+    def start_publish(self, envelopes: Sequence[Envelope],
+                      on_done: Callable[[BaseException | None], None]) -> bool:
+        """``publish_many`` started without awaiting (``PublishStarter``): the scripts are
+        written now on the lean connection, and ``on_done(None)`` (stored) or
+        ``on_done(error)`` comes later from its reply handling, never from inside this call.
+        False, nothing written, until ``setup`` ran and the connection is open (``publish_many``
+        opens it), and always on TLS (no lean connection)."""
+        pipe = self._pipe
+        if pipe is None or not self._ready or not envelopes:
+            return False
+
+        def landed(outcome: list[Any] | BaseException) -> None:
+            on_done(outcome if isinstance(outcome, BaseException) else None)
+
+        return pipe.send(self._publish_scripts(envelopes), landed)
+
+    def _publish_scripts(self, envelopes: Sequence[Envelope]) -> list[tuple[Any, ...]]:
+        """The script calls of ``publish_many``, one per ``_PUBLISH_CHUNK`` envelopes."""
+        streams, partitions = self._streams, self.partitions
+        keys = [streams[partition_for(env.key, partitions)] for env in envelopes]
+        bodies = [env.encode() for env in envelopes]
+        return [("EVAL", _PUBLISH_MANY_LUA, len(keys[i:i + _PUBLISH_CHUNK]),
+                 *keys[i:i + _PUBLISH_CHUNK], *bodies[i:i + _PUBLISH_CHUNK])
+                for i in range(0, len(keys), _PUBLISH_CHUNK)]
 
     async def _publish_chunks(self, keys: list[str], bodies: list[bytes]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)

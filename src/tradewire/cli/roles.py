@@ -11,6 +11,7 @@ from collections.abc import Awaitable
 from tradewire import metrics
 from tradewire.api.app import create_app
 from tradewire.api.deps import ApiDeps
+from tradewire.bus.base import PublishStarter
 from tradewire.bus.consumer import Consumer
 from tradewire.bus.ownership import create_ownership
 from tradewire.config import operator_token
@@ -47,13 +48,17 @@ def api_server(rt: Runtime, host: str | None = None, port: int | None = None) ->
 
 def streams_manager(rt: Runtime, *, refresh_s: float = 2.0) -> StreamsManager:
     """The streams role: accounts from the database (decrypted only when new or changed),
-    envelopes through one ``BatchPublisher`` in front of ``bus.publish_many`` (timed socket ->
-    bus ack into ``tradewire_stream_publish_seconds``), shard ownership from
-    ``create_shards`` (``LocalShards``: every shard), REST reconciliation after gaps."""
+    envelopes through one ``BatchPublisher`` in front of ``bus.publish_many`` and, on a bus
+    that has it (Redis), ``start_publish`` (timed socket -> bus ack into
+    ``tradewire_stream_publish_seconds``), shard ownership from ``create_shards``
+    (``LocalShards``: every shard), REST reconciliation after gaps."""
     settings = rt.settings
     timer = metrics.PublishTimer()
-    publisher = BatchPublisher(timer.wrap(rt.bus.publish_many),
-                               max_in_flight=settings.stream_publish_in_flight)
+    bus = rt.bus
+    publisher = BatchPublisher(
+        timer.wrap(bus.publish_many),
+        start=timer.wrap_start(bus.start_publish) if isinstance(bus, PublishStarter) else None,
+        max_in_flight=settings.stream_publish_in_flight)
     return StreamsManager(
         StoreDirectory(rt.sessions, rt.box, rt.pool, engine=rt.engine), publisher,
         settings.ws_base_url, rt.clock,

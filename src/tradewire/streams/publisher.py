@@ -6,7 +6,10 @@
   same without the wait, for a socket's ``data_received``: it always takes the envelope and
   returns False when the reader should stop until ``room()``.
 * The flusher (``run``) takes up to ``max_batch`` envelopes from the head of the FIFO per
-  ``publish_many`` call and keeps up to ``max_in_flight`` calls in flight. There is no fixed
+  call and keeps up to ``max_in_flight`` calls in flight. A call is ``start(envelopes,
+  on_done)`` when given (``PublishStarter.start_publish``: the batch is written to the bus
+  right there and the ack is the report, with no task to start or wake), else, or when
+  ``start`` declines, a task awaiting ``publish_many``. There is no fixed
   wait: an envelope is sent as soon as a call slot is free, and while every slot is busy the
   next batch accumulates, so at a low rate an envelope waits about one round trip, at a high
   rate the batches grow by themselves. A call is started where the room for it appears (in
@@ -48,6 +51,8 @@ from tradewire.logging import log
 logger = logging.getLogger("tradewire.streams.publisher")
 
 PublishMany = Callable[[Sequence[Envelope]], Awaitable[Any]]
+# ``PublishStarter.start_publish``: write the batch now, report later; False -> await instead
+StartMany = Callable[[Sequence[Envelope], Callable[[BaseException | None], None]], bool]
 
 
 @dataclass(slots=True)
@@ -65,6 +70,7 @@ class BatchPublisher:
         self,
         publish_many: PublishMany,
         *,
+        start: StartMany | None = None,
         max_batch: int = 500,
         max_pending: int = 20_000,
         max_in_flight: int = 1,
@@ -77,6 +83,7 @@ class BatchPublisher:
         if max_batch < 1 or max_pending < 1 or max_in_flight < 1:
             raise ValueError("max_batch, max_pending and max_in_flight must be >= 1")
         self._publish_many = publish_many
+        self._start = start
         self.max_batch = max_batch
         self.max_pending = max_pending
         self.max_in_flight = max_in_flight
@@ -86,7 +93,8 @@ class BatchPublisher:
         self._clock = clock
         self._sleep = sleep
         self._queue: deque[_Item] = deque()  # submitted, not sent (or sent and given back)
-        self._flying: dict[asyncio.Task[None], list[_Item]] = {}  # calls in flight
+        # calls in flight: a task awaiting ``publish_many``, or a ``_Started`` call's token
+        self._flying: dict[object, list[_Item]] = {}
         self._busy: dict[str, int] = {}  # key -> envelopes of it in flight
         self._in_flight = 0  # envelopes in flight
         self._wake = asyncio.Event()  # something to send, a call ended, or closing
@@ -196,14 +204,37 @@ class BatchPublisher:
     # -- internals ---------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """Start a ``publish_many`` call per free slot while the FIFO's head can go."""
+        """Start a call per free slot while the FIFO's head can go: written right here by
+        ``start`` when it can, else a task awaiting ``publish_many``."""
         while len(self._flying) < self.max_in_flight:
             batch = self._take()
             if not batch:
                 return
-            task = asyncio.create_task(self._send(batch))
-            self._flying[task] = batch
-            task.add_done_callback(self._landed)
+            if self._start is not None and self._started(batch):
+                continue
+            self._send_later(batch)
+
+    def _started(self, batch: list[_Item]) -> bool:
+        """``start`` the batch; False when it declined (nothing written). If it raises, the
+        batch is a failed call: retried later through ``publish_many``, like any other."""
+        assert self._start is not None
+        token = _Started(self)
+        self._flying[token] = batch
+        try:
+            if self._start([item.envelope for item in batch], token.landed):
+                return True
+        except Exception as exc:
+            del self._flying[token]
+            self._failed(batch, exc, self._retry_initial_s)
+            self._send_later(batch, after_s=self._retry_initial_s)
+            return True
+        del self._flying[token]
+        return False
+
+    def _send_later(self, batch: list[_Item], *, after_s: float = 0.0) -> None:
+        task = asyncio.create_task(self._send(batch, after_s=after_s))
+        self._flying[task] = batch
+        task.add_done_callback(self._landed)
 
     def _take(self) -> list[_Item]:
         """Up to ``max_batch`` items from the head, stopping at the first key in flight; their
@@ -220,23 +251,40 @@ class BatchPublisher:
         self._in_flight += len(batch)
         return batch
 
-    async def _send(self, batch: list[_Item]) -> None:
-        """One ``publish_many`` call, retried until the bus takes the batch."""
+    async def _send(self, batch: list[_Item], *, after_s: float = 0.0) -> None:
+        """One ``publish_many`` call (after ``after_s``: a started call failed), retried until
+        the bus takes the batch."""
         envelopes = [item.envelope for item in batch]
         delay = self._retry_initial_s
+        if after_s:
+            await self._sleep(after_s)
+            delay = min(after_s * 2, self._retry_max_s)
         while True:
             try:
                 await self._publish_many(envelopes)
                 return
             except Exception as exc:
-                self.failures += 1
-                log(logger, logging.WARNING, "publishing a batch failed; retrying",
-                    size=len(batch), retry_in_s=delay, failures=self.failures,
-                    error=error_text(exc))
+                self._failed(batch, exc, delay)
             await self._sleep(delay)
             delay = min(delay * 2, self._retry_max_s)
 
-    def _landed(self, task: asyncio.Task[None]) -> None:
+    def _failed(self, batch: list[_Item], exc: BaseException, retry_in_s: float) -> None:
+        self.failures += 1
+        log(logger, logging.WARNING, "publishing a batch failed; retrying",
+            size=len(batch), retry_in_s=retry_in_s, failures=self.failures,
+            error=error_text(exc))
+
+    def _started_landed(self, token: _Started, error: BaseException | None) -> None:
+        batch = self._flying.pop(token, None)
+        if batch is None:
+            return  # given back by a cancelled run: its envelopes are queued again
+        if error is None:
+            self._done(batch)
+            return
+        self._failed(batch, error, self._retry_initial_s)
+        self._send_later(batch, after_s=self._retry_initial_s)  # its keys stay busy meanwhile
+
+    def _landed(self, task: asyncio.Task[None]) -> None:  # a task's call ended
         batch = self._flying.pop(task, None)
         if batch is None:
             return  # given back by a cancelled run
@@ -280,9 +328,22 @@ class BatchPublisher:
             return
         flying, self._flying = self._flying, {}
         back: list[_Item] = []
-        for task, batch in flying.items():
-            task.cancel()
+        for call, batch in flying.items():
+            if isinstance(call, asyncio.Task):
+                call.cancel()  # a started call cannot be taken back: its ack is ignored
             self._release(batch)
             back += batch
         back.sort(key=lambda item: item.seq)
         self._queue.extendleft(reversed(back))
+
+
+class _Started:
+    """A call written by ``start``: the token its outcome comes back with."""
+
+    __slots__ = ("publisher",)
+
+    def __init__(self, publisher: BatchPublisher) -> None:
+        self.publisher = publisher
+
+    def landed(self, error: BaseException | None) -> None:
+        self.publisher._started_landed(self, error)
