@@ -273,6 +273,21 @@ class StaticDirectory:
         raise AssertionError("not used")
 
 
+async def test_close_outside_run_releases_the_directory() -> None:
+    """``close()`` (a graceful close without ``run``) ends like ``run`` does: the directory's
+    held database connection is released too, not left to the garbage collector."""
+    closed: list[bool] = []
+
+    class Closing(StaticDirectory):
+        async def aclose(self) -> None:
+            closed.append(True)
+
+    manager = StreamsManager(Closing(), NullPublisher(), "ws://unused", ManualClock())
+    await manager.refresh()
+    await manager.close()
+    assert closed == [True] and manager.status()["streaming"] == 0
+
+
 class KeyingClient:
     """listenKey POSTs that wait until released (the IP weight budget being spent)."""
 

@@ -203,9 +203,12 @@ class StreamsManager(AccountDriver, Upkeep, StatusView):
 
     async def close(self) -> None:
         """Graceful close outside ``run``: ``shards.stop()``, keep the sockets until the new
-        owners are ready (or the drain deadline), then close them."""
+        owners are ready (or the drain deadline), then close them and release what the
+        directory holds (its database connection), as ``run`` does on its way out."""
         await self._handoff()
         await self._close_streams()
+        with contextlib.suppress(Exception):
+            await self._directory.aclose()
 
     async def _close_streams(self) -> None:
         groups = list(self.groups.values())
