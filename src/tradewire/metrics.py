@@ -80,7 +80,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
-from tradewire.bus.base import Bus, Envelope
+from tradewire.bus.base import Bus, Envelope, Landed, StartMany
 from tradewire.bus.batch_lanes import BatchHandler, Deferred
 from tradewire.bus.lanes import ConsumerStats
 from tradewire.clock import Clock, SystemClock
@@ -362,7 +362,6 @@ def instrument_publish(
 
 
 PublishMany = Callable[[Sequence[Envelope]], Awaitable[T]]
-StartMany = Callable[[Sequence[Envelope], Callable[[BaseException | None], None]], bool]
 
 
 def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
@@ -410,8 +409,7 @@ class PublishTimer:
 
     def wrap_start(self, start: StartMany) -> StartMany:
         """The same for a ``PublishStarter.start_publish``: observed when it reports success."""
-        def timed(envelopes: Sequence[Envelope],
-                  on_done: Callable[[BaseException | None], None]) -> bool:
+        def timed(envelopes: Sequence[Envelope], on_done: Landed) -> bool:
             def landed(error: BaseException | None) -> None:
                 if error is None:
                     self._acked(envelopes)

@@ -170,6 +170,10 @@ class PartitionDepth:
     pending: int
 
 
+Landed = Callable[[BaseException | None], None]  # a started publish's report: None = stored
+StartMany = Callable[[Sequence[Envelope], Landed], bool]  # ``PublishStarter.start_publish``
+
+
 @runtime_checkable
 class PublishStarter(Protocol):
     """A backend that can start ``publish_many`` without awaiting (the Redis bus on its lean
@@ -179,8 +183,7 @@ class PublishStarter(Protocol):
     caller then awaits ``publish_many``. The streams publisher uses it so a message's bytes
     leave in the loop turn they arrived in."""
 
-    def start_publish(self, envelopes: Sequence[Envelope],
-                      on_done: Callable[[BaseException | None], None]) -> bool: ...
+    def start_publish(self, envelopes: Sequence[Envelope], on_done: Landed) -> bool: ...
 
 
 class Bus(Protocol):

@@ -40,11 +40,18 @@ import itertools
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tradewire import names
-from tradewire.bus.base import DeadLetter, Envelope, Message, PartitionDepth, partition_for
+from tradewire.bus.base import (
+    DeadLetter,
+    Envelope,
+    Landed,
+    Message,
+    PartitionDepth,
+    partition_for,
+)
 from tradewire.bus.redis_pipe import RedisPipe
 from tradewire.bus.redis_slots import SlotReader
 
@@ -205,8 +212,7 @@ class RedisStreamsBus:
             replies = await self._publish_chunks(keys, bodies)
         return [entry_id for reply in replies for entry_id in _text(reply).split(" ")]
 
-    def start_publish(self, envelopes: Sequence[Envelope],
-                      on_done: Callable[[BaseException | None], None]) -> bool:
+    def start_publish(self, envelopes: Sequence[Envelope], on_done: Landed) -> bool:
         """``publish_many`` started without awaiting (``PublishStarter``): the scripts are
         written now on the lean connection, and ``on_done(None)`` (stored) or
         ``on_done(error)`` comes later from its reply handling, never from inside this call.

@@ -44,15 +44,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tradewire.bus.base import Envelope
+from tradewire.bus.base import Envelope, StartMany
 from tradewire.bus.lanes import error_text
 from tradewire.logging import log
 
 logger = logging.getLogger("tradewire.streams.publisher")
 
 PublishMany = Callable[[Sequence[Envelope]], Awaitable[Any]]
-# ``PublishStarter.start_publish``: write the batch now, report later; False -> await instead
-StartMany = Callable[[Sequence[Envelope], Callable[[BaseException | None], None]], bool]
 
 
 @dataclass(slots=True)
@@ -225,8 +223,7 @@ class BatchPublisher:
                 return True
         except Exception as exc:
             del self._flying[token]
-            self._failed(batch, exc, self._retry_initial_s)
-            self._send_later(batch, after_s=self._retry_initial_s)
+            self._retry_later(batch, exc)
             return True
         del self._flying[token]
         return False
@@ -281,8 +278,13 @@ class BatchPublisher:
         if error is None:
             self._done(batch)
             return
+        self._retry_later(batch, error)
+
+    def _retry_later(self, batch: list[_Item], error: BaseException) -> None:
+        """A started call failed: the batch goes again through ``publish_many`` after
+        ``retry_initial_s``; its keys stay busy meanwhile."""
         self._failed(batch, error, self._retry_initial_s)
-        self._send_later(batch, after_s=self._retry_initial_s)  # its keys stay busy meanwhile
+        self._send_later(batch, after_s=self._retry_initial_s)
 
     def _landed(self, task: asyncio.Task[None]) -> None:  # a task's call ended
         batch = self._flying.pop(task, None)

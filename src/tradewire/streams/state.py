@@ -26,7 +26,7 @@ from tradewire.exchange.client import ExchangeClient
 from tradewire.logging import log
 from tradewire.streams.account_stream import AccountStream
 from tradewire.streams.connect_budget import ConnectBudget
-from tradewire.streams.connection import MuxConnection
+from tradewire.streams.connection import MuxConnection, Sink
 from tradewire.streams.directory import AccountDirectory, AccountSpec
 from tradewire.streams.keepalive import KeepaliveScheduler
 from tradewire.streams.options import StreamOptions
@@ -36,14 +36,11 @@ from tradewire.streams.shards import Shards, shard_of
 logger = logging.getLogger("tradewire.streams")
 
 
-class Publisher(Protocol):
-    """What the manager needs of ``streams.publisher.BatchPublisher``."""
+class Publisher(Sink, Protocol):
+    """What the manager needs of ``streams.publisher.BatchPublisher`` (``offer`` and ``room``
+    as a connection's ``Sink``)."""
 
     async def submit(self, envelope: Envelope) -> None: ...
-
-    def offer(self, envelope: Envelope) -> bool: ...
-
-    async def room(self) -> None: ...
 
     async def flush(self) -> None: ...
 
